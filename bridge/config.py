@@ -1,0 +1,351 @@
+"""YAML configuration → frozen, validated models (pydantic v2), with ${VAR} expansion."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+MANAGED_NOTE = "managed by od-bridge"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"[a-z0-9-]+")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tls(_Model):
+    """Serve HTTPS with this certificate chain and private key (PEM files)."""
+
+    cert: Path
+    key: Path
+
+
+class Listen(_Model):
+    """Where the receiver listens for Open Dental's POSTs."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    path: str = "/apievents"
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_concurrent_requests: int = Field(512, ge=1)
+    tls: Tls | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/":
+            raise ValueError("must start with '/' and name a path, e.g. /apievents")
+        return value.rstrip("/")
+
+
+class Amqp(_Model):
+    """The RabbitMQ broker and how messages are routed and confirmed."""
+
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    exchange_prefix: str = "opendental"
+    routing_key: str = "{customer}.{clinic}.{workstation}"
+    unrouted_max_length: int = Field(100_000, ge=1)
+    retry_budget_s: float = Field(2.0, gt=0, le=60)
+    confirm_timeout_s: float = Field(5.0, gt=0, le=120)
+    max_in_flight: int = Field(1024, ge=1)
+    heartbeat_s: int = Field(30, ge=0, le=600)
+
+    @field_validator("exchange_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError("use letters, digits, '.', '-' or '_'")
+        return value
+
+    @field_validator("routing_key")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(customer="c", clinic=0, workstation="w")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                "may only use {customer}, {clinic} and {workstation} placeholders"
+            ) from exc
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        if urlsplit(value.get_secret_value()).scheme not in ("amqp", "amqps"):
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        return value
+
+
+class Spool(_Model):
+    """The local SQLite outbox used while the broker cannot confirm."""
+
+    enabled: bool = True
+    path: Path = Path("var/spool.sqlite3")
+    max_events: int = Field(1_000_000, ge=1)
+
+
+class Api(_Model):
+    """How the syncer reaches this office's Open Dental REST API."""
+
+    url: str = "https://api.opendental.com/api/v1"
+    developer_key: SecretStr
+    min_interval_s: float | None = Field(None, ge=0)
+    timeout_s: float = Field(70.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def is_local(self) -> bool:
+        """True for the Local API / API Service on this network (not throttled)."""
+        host = urlsplit(self.url).hostname or ""
+        return host in _LOCAL_HOSTS or urlsplit(self.url).port in (30222, 30223)
+
+    @property
+    def pacing_s(self) -> float:
+        """Seconds between two calls with this customer key (5 s Remote, 0 local by default)."""
+        if self.min_interval_s is not None:
+            return self.min_interval_s
+        return 0.0 if self.is_local else 5.0
+
+
+class Subscription(_Model):
+    """One subscription the office should have: a WatchTable or a UiEventType."""
+
+    watch_table: str | None = None
+    ui_event_type: str | None = None
+    polling_seconds: int | None = Field(None, ge=1)
+    workstation: str = ""
+    endpoint_url: str | None = Field(None, max_length=255)
+    note: str = Field(MANAGED_NOTE, max_length=255)
+    date_time_stop: str | None = None
+
+    @model_validator(mode="after")
+    def _either(self) -> Subscription:
+        if (self.watch_table is None) == (self.ui_event_type is None):
+            raise ValueError("give exactly one of watch_table or ui_event_type")
+        name = self.watch_table or self.ui_event_type or ""
+        if not _WORD.fullmatch(name):
+            raise ValueError(f"'{name}' is not a table or event name")
+        if self.ui_event_type is not None and self.polling_seconds is not None:
+            raise ValueError("polling_seconds applies to watch_table subscriptions only")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The WatchTable or UiEventType."""
+        return self.watch_table or self.ui_event_type or ""
+
+
+class Customer(_Model):
+    """One dental office: its key, its time zone and the subscriptions it should have."""
+
+    name: str
+    customer_key: SecretStr
+    extra_keys: tuple[SecretStr, ...] = ()
+    timezone: str | None = None
+    normalize: bool = True
+    api: Api | None = None
+    subscriptions: tuple[Subscription, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError("use lower-case letters, digits and '-' only")
+        return value
+
+    @field_validator("customer_key")
+    @classmethod
+    def _key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone '{value}'") from exc
+        return value
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every customer key accepted in Authorization (the first is the API key)."""
+        return (self.customer_key.get_secret_value(),) + tuple(
+            k.get_secret_value() for k in self.extra_keys
+        )
+
+    @property
+    def zone(self) -> Any:
+        """The office's time zone (this host's when not configured)."""
+        return ZoneInfo(self.timezone) if self.timezone else host_zone()
+
+
+class Sync(_Model):
+    """How the daemon keeps the office's subscriptions in line with this file."""
+
+    mode: Literal["off", "plan", "apply"] = "plan"
+    interval_s: float = Field(300.0, ge=1)
+    prune: Literal["managed", "none"] = "managed"
+
+
+class Log(_Model):
+    """Log level and format (JSON lines, or text for a terminal)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Config(_Model):
+    """The whole od-bridge configuration."""
+
+    listen: Listen = Listen()
+    public_url: str = "http://127.0.0.1:8080"
+    amqp: Amqp = Amqp()
+    spool: Spool = Spool()
+    customers: Annotated[tuple[Customer, ...], Field(min_length=1)]
+    sync: Sync = Sync()
+    log: Log = Log()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        names: set[str] = set()
+        keys: set[str] = set()
+        for customer in self.customers:
+            if customer.name in names:
+                raise ValueError(f"customer name '{customer.name}' is used twice")
+            names.add(customer.name)
+            for key in customer.keys:
+                if key in keys:
+                    raise ValueError(
+                        f"customer '{customer.name}' shares a customer key with another entry"
+                    )
+                keys.add(key)
+        return self
+
+
+def host_zone() -> Any:
+    """This host's time zone: $TZ, /etc/localtime's zone name, or its current fixed offset."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            target = os.readlink("/etc/localtime")
+            name = target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else ""
+        except OSError:
+            name = ""
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    from datetime import datetime  # noqa: PLC0415 - only needed on hosts without a zone name
+
+    return datetime.now().astimezone().tzinfo
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.startswith(("function-", "tagged-")):
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def expand(node: Any, env: Mapping[str, str], where: str = "", problems: list[str] | None = None) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of the parsed YAML tree."""
+    problems = [] if problems is None else problems
+    if isinstance(node, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{where or '(top level)'}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(sub, node)
+    if isinstance(node, dict):
+        return {
+            k: expand(v, env, f"{where}.{k}" if where else str(k), problems) for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [expand(v, env, f"{where}[{i}]", problems) for i, v in enumerate(node)]
+    return node
+
+
+def parse(text: str, env: Mapping[str, str] | None = None) -> Config:
+    """Validate YAML text; raise ConfigError listing every problem as `path: reason`."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}" if mark is not None else "(file)"
+        raise ConfigError([f"{at}: not valid YAML ({getattr(exc, 'problem', 'syntax error')})"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): must be a mapping of settings"])
+    problems: list[str] = []
+    raw = expand(raw, os.environ if env is None else env, "", problems)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{_path(tuple(err['loc']))}: {msg}")
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the configuration file at `path`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    return parse(text, env)

@@ -1,0 +1,87 @@
+"""The exception tree of od-bridge; every error the bridge raises on purpose is a BridgeError.
+
+    BridgeError
+    ├── ConfigError            configuration file missing, unreadable or invalid (exit 2)
+    ├── RequestError           a webhook we refuse; carries the HTTP status and a short reason
+    │   ├── BadRequest         400: not UTF-8 JSON, or not an object / array of objects
+    │   ├── Unauthorized       401: missing or unknown customer key
+    │   ├── PayloadTooLarge    413: over listen.max_body_bytes
+    │   └── Unavailable        503: neither the broker nor the spool can take the rows
+    ├── PublishError           the broker did not confirm (nack, return, timeout, closed channel)
+    ├── SpoolError             the local spool cannot take or give rows
+    │   └── SpoolFull          spool.max_events reached, or the disk is full
+    └── OpenDentalError        the Open Dental API answered with an error; carries its message
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Root of every error od-bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid; `problems` lists `path: reason` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class RequestError(BridgeError):
+    """A webhook the receiver refuses, answered with `status` and a short reason."""
+
+    status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadRequest(RequestError):
+    """400: the body is not UTF-8 JSON of the expected shape."""
+
+    status = 400
+
+
+class Unauthorized(RequestError):
+    """401: missing or unknown customer key."""
+
+    status = 401
+
+
+class PayloadTooLarge(RequestError):
+    """413: the body is larger than listen.max_body_bytes."""
+
+    status = 413
+
+
+class Unavailable(RequestError):
+    """503: neither the broker nor the spool can take the rows now."""
+
+    status = 503
+
+    def __init__(self, reason: str, retry_after_s: int = 5) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class PublishError(BridgeError):
+    """The broker did not confirm a message (nack, return, timeout or closed channel)."""
+
+
+class SpoolError(BridgeError):
+    """The local spool cannot take or give rows."""
+
+
+class SpoolFull(SpoolError):
+    """The spool reached spool.max_events, or the disk is full."""
+
+
+class OpenDentalError(BridgeError):
+    """The Open Dental API answered an error; `status` and Open Dental's `message`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Open Dental answered {status}: {message}")
+        self.status = status
+        self.message = message

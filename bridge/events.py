@@ -1,0 +1,83 @@
+"""The Event a row becomes, and its CloudEvents (structured JSON) encoding as an AMQP Message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+CONTENT_TYPE = "application/cloudevents+json"
+APP_ID = "od-bridge"
+TYPE_PREFIX = "com.opendental"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One normalized row (or UI event), ready to be encoded as a CloudEvent."""
+
+    id: str
+    kind: str  # "db" or "ui"
+    table: str  # WatchTable / UiEventType as Open Dental spells it
+    source: str
+    subject: str | None
+    time: str
+    customer: str
+    workstation: str | None
+    clinic: int | str
+    data: Any
+    routing_key: str
+    received_at: float  # epoch seconds
+
+    @property
+    def type(self) -> str:
+        """CloudEvents `type`: com.opendental.db.Appointment, com.opendental.ui.PatientSelected."""
+        return f"{TYPE_PREFIX}.{self.kind}.{self.table}"
+
+    def envelope(self) -> dict[str, Any]:
+        """The CloudEvents 1.0 attributes and data, in the documented key order."""
+        out: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+        }
+        if self.subject is not None:
+            out["subject"] = self.subject
+        out["time"] = self.time
+        out["datacontenttype"] = "application/json"
+        out["odcustomer"] = self.customer
+        if self.workstation is not None:
+            out["odworkstation"] = self.workstation
+        out["odclinic"] = self.clinic
+        out["data"] = self.data
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An encoded event as it travels to RabbitMQ or waits in the spool."""
+
+    exchange: str
+    routing_key: str
+    message_id: str
+    type: str
+    timestamp: int  # epoch seconds, AMQP `timestamp`
+    body: bytes
+
+
+def exchange_name(prefix: str, kind: str, table: str) -> str:
+    """`{prefix}.db.appointment` / `{prefix}.ui.patientselected`."""
+    return f"{prefix}.{kind}.{table.lower()}"
+
+
+def encode(event: Event, prefix: str) -> Message:
+    """The AMQP message of one event (CloudEvents RabbitMQ binding, structured mode)."""
+    return Message(
+        exchange=exchange_name(prefix, event.kind, event.table),
+        routing_key=event.routing_key,
+        message_id=event.id,
+        type=event.type,
+        timestamp=int(event.received_at),
+        body=orjson.dumps(event.envelope()),
+    )

@@ -1,0 +1,150 @@
+"""PURE: (customer, type, headers, rows) → [Event]: envelope, typed values, deterministic ids."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from .events import Event
+from .opendental import Table
+
+_ROUTING_UNSAFE = str.maketrans({".": "_", "*": "_", "#": "_"})
+_ZERO_DATE = "0001-01-01"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What normalization needs to know about one customer; built once, reused per request."""
+
+    customer: str
+    zone: tzinfo
+    normalize: bool = True
+    routing_template: str = "{customer}.{clinic}.{workstation}"
+    redact: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def source(self) -> str:
+        """CloudEvents `source` of this customer's events."""
+        return f"/opendental/{self.customer}"
+
+
+def routing_key(template: str, customer: str, clinic: Any, workstation: str | None) -> str:
+    """Fill the template; '.', '*' and '#' inside a value become '_'."""
+    return template.format(
+        customer=customer.translate(_ROUTING_UNSAFE),
+        clinic=str(clinic).translate(_ROUTING_UNSAFE) or "0",
+        workstation=(workstation or "_").translate(_ROUTING_UNSAFE),
+    )
+
+
+@lru_cache(maxsize=4096)
+def _datetime(value: str, zone: tzinfo) -> str | None:
+    """`yyyy-MM-dd HH:mm:ss` office wall clock → RFC 3339 with the office's offset, else None."""
+    try:
+        parsed = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007 - zone set below
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=zone).isoformat()
+
+
+def value(raw: Any, zone: tzinfo) -> Any:
+    """Normalize one value: booleans, zero dates → None, date-times → RFC 3339; else as sent."""
+    if type(raw) is not str:
+        return raw
+    if raw == "true":
+        return True
+    if raw == "false":
+        return False
+    if raw.startswith(_ZERO_DATE):
+        return None
+    if len(raw) == 19 and raw[10] == " " and raw[4] == "-":
+        converted = _datetime(raw, zone)
+        if converted is not None:
+            return converted
+    return raw
+
+
+def row_data(row: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The `data` of one row: every key kept (case-twins included), values normalized."""
+    zone = ctx.zone
+    redact = ctx.redact
+    if not ctx.normalize:
+        return {k: v for k, v in row.items() if k not in redact} if redact else row
+    return {k: value(v, zone) for k, v in row.items() if k not in redact}
+
+
+def _uuid(material: bytes) -> str:
+    return str(uuid.UUID(bytes=hashlib.blake2b(material, digest_size=16).digest()))
+
+
+def row_id(customer: str, table: Table, row: dict[str, Any]) -> str:
+    """Deterministic id: same customer, table, key and change value (or same row) → same id."""
+    key = row.get(table.primary_key) if table.primary_key else None
+    change = next((row[c] for c in table.change_columns if row.get(c)), None)
+    if key is not None and change is not None:
+        material = f"{customer}\x1f{table.name}\x1f{key}\x1f{change}".encode()
+    else:
+        canonical = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+        material = f"{customer}\x1f{table.name}\x1f".encode() + canonical
+    return _uuid(material)
+
+
+def _change_time(row: dict[str, Any], table: Table, zone: tzinfo) -> str | None:
+    for column in table.change_columns:
+        raw = row.get(column)
+        if isinstance(raw, str) and not raw.startswith(_ZERO_DATE):
+            converted = _datetime(raw, zone)
+            if converted is not None:
+                return converted
+    return None
+
+
+def received_time(received_at: float, zone: tzinfo) -> str:
+    """The time a request was received, RFC 3339 in the office's zone."""
+    return datetime.fromtimestamp(received_at, zone).isoformat(timespec="milliseconds")
+
+
+def events(
+    ctx: Context,
+    table: Table,
+    workstation: str | None,
+    rows: list[dict[str, Any]],
+    received_at: float,
+) -> list[Event]:
+    """One Event per row, in order."""
+    now = received_time(received_at, ctx.zone)
+    out: list[Event] = []
+    for row in rows:
+        key = row.get(table.primary_key) if table.primary_key else None
+        clinic = row.get("ClinicNum", 0)
+        if isinstance(clinic, str) and clinic.isdigit():
+            clinic = int(clinic)
+        if table.kind == "db":
+            event_id = row_id(ctx.customer, table, row)
+            time = _change_time(row, table, ctx.zone) or now
+        else:
+            event_id = str(uuid.uuid4())
+            time = now
+        out.append(
+            Event(
+                id=event_id,
+                kind=table.kind,
+                table=table.name,
+                source=ctx.source,
+                subject=f"{table.name}/{key}" if key is not None else None,
+                time=time,
+                customer=ctx.customer,
+                workstation=workstation,
+                clinic=clinic,
+                data=row_data(row, ctx),
+                routing_key=routing_key(ctx.routing_template, ctx.customer, clinic, workstation),
+                received_at=received_at,
+            )
+        )
+    return out
