@@ -31,13 +31,15 @@ def _check_config(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .service import serve  # noqa: PLC0415 - keep `check-config` free of aio-pika imports
 
-    return serve(_config(args), log_format=args.log_format, log_level=args.log_level)
+    code: int = serve(_config(args), log_format=args.log_format, log_level=args.log_level)
+    return code
 
 
 def _tail(args: argparse.Namespace) -> int:
     from .tail import tail  # noqa: PLC0415
 
-    return tail(_config(args), types=args.type, customers=args.customer, pretty=args.pretty)
+    code: int = tail(_config(args), types=args.type, customers=args.customer, pretty=args.pretty)
+    return code
 
 
 def _with_config(parser: argparse.ArgumentParser) -> None:

@@ -201,8 +201,9 @@ class Customer(_Model):
     @property
     def keys(self) -> tuple[str, ...]:
         """Every customer key accepted in Authorization (the first is the API key)."""
-        return (self.customer_key.get_secret_value(),) + tuple(
-            k.get_secret_value() for k in self.extra_keys
+        return (
+            self.customer_key.get_secret_value(),
+            *(k.get_secret_value() for k in self.extra_keys),
         )
 
     @property
@@ -290,7 +291,9 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def expand(node: Any, env: Mapping[str, str], where: str = "", problems: list[str] | None = None) -> Any:
+def expand(
+    node: Any, env: Mapping[str, str], where: str = "", problems: list[str] | None = None
+) -> Any:
     """Replace ${VAR} and ${VAR:-default} in every string of the parsed YAML tree."""
     problems = [] if problems is None else problems
     if isinstance(node, str):
@@ -307,7 +310,8 @@ def expand(node: Any, env: Mapping[str, str], where: str = "", problems: list[st
         return _ENV_REF.sub(sub, node)
     if isinstance(node, dict):
         return {
-            k: expand(v, env, f"{where}.{k}" if where else str(k), problems) for k, v in node.items()
+            k: expand(v, env, f"{where}.{k}" if where else str(k), problems)
+            for k, v in node.items()
         }
     if isinstance(node, list):
         return [expand(v, env, f"{where}[{i}]", problems) for i, v in enumerate(node)]
@@ -321,7 +325,9 @@ def parse(text: str, env: Mapping[str, str] | None = None) -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}" if mark is not None else "(file)"
-        raise ConfigError([f"{at}: not valid YAML ({getattr(exc, 'problem', 'syntax error')})"]) from None
+        raise ConfigError(
+            [f"{at}: not valid YAML ({getattr(exc, 'problem', 'syntax error')})"]
+        ) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

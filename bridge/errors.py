@@ -1,16 +1,16 @@
 """The exception tree of od-bridge; every error the bridge raises on purpose is a BridgeError.
 
-    BridgeError
-    ├── ConfigError            configuration file missing, unreadable or invalid (exit 2)
-    ├── RequestError           a webhook we refuse; carries the HTTP status and a short reason
-    │   ├── BadRequest         400: not UTF-8 JSON, or not an object / array of objects
-    │   ├── Unauthorized       401: missing or unknown customer key
-    │   ├── PayloadTooLarge    413: over listen.max_body_bytes
-    │   └── Unavailable        503: neither the broker nor the spool can take the rows
-    ├── PublishError           the broker did not confirm (nack, return, timeout, closed channel)
-    ├── SpoolError             the local spool cannot take or give rows
-    │   └── SpoolFull          spool.max_events reached, or the disk is full
-    └── OpenDentalError        the Open Dental API answered with an error; carries its message
+BridgeError
+├── ConfigError            configuration file missing, unreadable or invalid (exit 2)
+├── RequestError           a webhook we refuse; carries the HTTP status and a short reason
+│   ├── BadRequest         400: not UTF-8 JSON, or not an object / array of objects
+│   ├── Unauthorized       401: missing or unknown customer key
+│   ├── PayloadTooLarge    413: over listen.max_body_bytes
+│   └── Unavailable        503: neither the broker nor the spool can take the rows
+├── PublishError           the broker did not confirm (nack, return, timeout, closed channel)
+├── SpoolError             the local spool cannot take or give rows
+│   └── SpoolFull          spool.max_events reached, or the disk is full
+└── OpenDentalError        the Open Dental API answered with an error; carries its message
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def routing_key(template: str, customer: str, clinic: Any, workstation: str | No
 def _datetime(value: str, zone: tzinfo) -> str | None:
     """`yyyy-MM-dd HH:mm:ss` office wall clock → RFC 3339 with the office's offset, else None."""
     try:
-        parsed = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007 - zone set below
+        parsed = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
     except ValueError:
         return None
     return parsed.replace(tzinfo=zone).isoformat()

@@ -1,0 +1,89 @@
+"""Prometheus metrics of one bridge process, in a registry of its own (tests build several)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from . import __version__
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# `_created` series double the output and nobody graphs them.
+disable_created_metrics()
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """Every metric the bridge exports (names follow Prometheus conventions)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "od_bridge_requests_total",
+            "Webhook requests answered, by customer, event type and HTTP status.",
+            ["customer", "type", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "od_bridge_request_duration_seconds",
+            "Time from request start to answer.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "od_bridge_auth_failures_total", "Requests with a missing or unknown key.", registry=r
+        )
+        self.rejected = Counter(
+            "od_bridge_rejected_requests_total",
+            "Requests refused before publishing, by reason (400, 401, 413).",
+            ["status"],
+            registry=r,
+        )
+        self.rows_published = Counter(
+            "od_bridge_rows_published_total",
+            "Rows confirmed by the broker, by customer and event type.",
+            ["customer", "type"],
+            registry=r,
+        )
+        self.rows_spooled = Counter(
+            "od_bridge_rows_spooled_total", "Rows committed to the local spool.", registry=r
+        )
+        self.spool_depth = Gauge(
+            "od_bridge_spool_depth", "Rows waiting in the local spool.", registry=r
+        )
+        self.confirm_seconds = Histogram(
+            "od_bridge_publish_confirm_duration_seconds",
+            "Time to get every row of one request confirmed by the broker.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.broker_up = Gauge(
+            "od_bridge_broker_connected", "1 while connected to RabbitMQ.", registry=r
+        )
+        self.sync_drift = Gauge(
+            "od_bridge_sync_pending_changes",
+            "Subscription changes the last plan found, by customer.",
+            ["customer"],
+            registry=r,
+        )
+        self.sync_results = Counter(
+            "od_bridge_sync_actions_total",
+            "Subscription changes applied, by customer, action and outcome.",
+            ["customer", "action", "outcome"],
+            registry=r,
+        )
+        Info("od_bridge_build", "Build information.", registry=r).info({"version": __version__})
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,262 @@
+"""Publisher protocol; AmqpPublisher (topology, confirms, deadlines) and InMemoryPublisher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import aio_pika
+import aiormq
+from aiormq.abc import AbstractChannel
+from pamqp import commands as spec
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from .config import Amqp
+from .errors import PublishError
+from .events import APP_ID, CONTENT_TYPE, Message, exchange_name
+from .opendental import KNOWN_TABLES
+
+log = logging.getLogger("od_bridge.publisher")
+
+# What a broken or busy broker raises while we publish; all mean "not confirmed".
+BROKER_ERRORS = (
+    aiormq.exceptions.AMQPError,
+    ConnectionError,
+    TimeoutError,
+    RuntimeError,  # aiormq raises it for a channel or connection in an invalid state
+)
+
+
+class Publisher(Protocol):
+    """Takes messages and returns only once every one of them is confirmed, else raises."""
+
+    @property
+    def ready(self) -> bool:
+        """True while messages can be confirmed right now."""
+        ...
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publish all messages in order; raise PublishError unless every one is confirmed."""
+        ...
+
+
+class InMemoryPublisher:
+    """A Publisher for tests and demos: keeps what it was given; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.fail: bool = False
+
+    @property
+    def ready(self) -> bool:
+        """True unless told to fail."""
+        return not self.fail
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Keep the messages, or raise PublishError when `fail` is set."""
+        if self.fail:
+            raise PublishError("in-memory publisher told to fail")
+        self.messages.extend(messages)
+
+
+def properties(message: Message) -> spec.Basic.Properties:
+    """AMQP properties of an event message (§3.4): persistent, CloudEvents content type."""
+    return spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=2,
+        message_id=message.message_id,
+        message_type=message.type,
+        timestamp=datetime.fromtimestamp(message.timestamp, UTC),
+        app_id=APP_ID,
+    )
+
+
+class AmqpPublisher:
+    """Publishes to RabbitMQ with confirms and `mandatory`, declaring the topology it needs."""
+
+    def __init__(self, settings: Amqp, *, connection_name: str = "od-bridge") -> None:
+        self.settings = settings
+        self.prefix = settings.exchange_prefix
+        self._connection_name = connection_name
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._declared: set[str] = set()
+        self._declare_lock = asyncio.Lock()
+        self._window = asyncio.Semaphore(settings.max_in_flight)
+        self._connected = asyncio.Event()
+        self._connector: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self, *, wait: bool = True) -> None:
+        """Connect and declare the topology; if the broker is down, retry in the background."""
+        try:
+            await self._connect()
+        except BROKER_ERRORS as exc:
+            if wait:
+                raise PublishError(f"cannot reach RabbitMQ: {type(exc).__name__}") from exc
+            log.warning("broker unreachable at start (%s); retrying", type(exc).__name__)
+            self._connector = asyncio.create_task(self._connect_forever(), name="amqp-connect")
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect()
+            except BROKER_ERRORS as exc:
+                delay = min(delay * 2, 5.0)
+                log.warning("broker still unreachable (%s)", type(exc).__name__)
+            else:
+                log.info("connected to broker")
+                return
+
+    async def _connect(self) -> None:
+        url = self.settings.url.get_secret_value()
+        connection = await aio_pika.connect_robust(
+            url,
+            timeout=10,
+            heartbeat=self.settings.heartbeat_s,
+            reconnect_interval=1,
+            client_properties={"connection_name": self._connection_name},
+        )
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await self._declare_base(channel)
+        except BaseException:
+            await connection.close()
+            raise
+        connection.close_callbacks.add(self._on_close)
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        self._connection, self._channel = connection, channel
+        self._connected.set()
+
+    def _on_close(self, *_: object) -> None:
+        self._connected.clear()
+
+    def _on_reconnect(self, *_: object) -> None:
+        self._connected.set()
+        log.info("reconnected to broker")
+
+    async def close(self) -> None:
+        """Close the connection (waiting publishes fail)."""
+        if self._connector is not None:
+            self._connector.cancel()
+            await asyncio.gather(self._connector, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+        self._connected.clear()
+
+    @property
+    def ready(self) -> bool:
+        """True while the connection is up (a publish can be confirmed now)."""
+        return (
+            self._connected.is_set()
+            and self._connection is not None
+            and (not self._connection.is_closed)
+        )
+
+    # --- topology --------------------------------------------------------------------------
+    async def _declare_base(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        unrouted = f"{self.prefix}.unrouted"
+        fanout = await channel.declare_exchange(
+            unrouted, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        queue = await channel.declare_queue(
+            unrouted,
+            durable=True,
+            arguments={"x-max-length": self.settings.unrouted_max_length},
+        )
+        await queue.bind(fanout, routing_key="#")
+        names = [exchange_name(self.prefix, t.kind, t.name) for t in KNOWN_TABLES]
+        names += [exchange_name(self.prefix, k, "Unknown") for k in ("db", "ui")]
+        for name in names:
+            await self._declare_exchange(channel, name)
+
+    async def _declare_exchange(self, channel: aio_pika.abc.AbstractChannel, name: str) -> None:
+        await channel.declare_exchange(
+            name,
+            aio_pika.ExchangeType.TOPIC,
+            durable=True,
+            arguments={"alternate-exchange": f"{self.prefix}.unrouted"},
+        )
+        self._declared.add(name)
+
+    async def _ensure_exchanges(self, messages: Sequence[Message]) -> None:
+        missing = {m.exchange for m in messages} - self._declared
+        if not missing or self._channel is None:
+            return
+        async with self._declare_lock:
+            for name in sorted(missing - self._declared):
+                await self._declare_exchange(self._channel, name)
+
+    # --- publishing ------------------------------------------------------------------------
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publish in order; retry the unconfirmed tail within the budget; else PublishError."""
+        pending = list(messages)
+        if not pending:
+            return
+        deadline = time.monotonic() + self.settings.retry_budget_s
+        retrying = AsyncRetrying(
+            stop=stop_after_delay(self.settings.retry_budget_s),
+            wait=wait_random_exponential(multiplier=0.05, max=0.5),
+            retry=retry_if_exception_type(PublishError),
+            reraise=False,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    pending, error = await self._attempt(pending, deadline)
+                    if pending:
+                        raise PublishError(f"not confirmed: {type(error).__name__}") from error
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            raise PublishError(str(cause) if cause else "not confirmed") from cause
+
+    async def _attempt(
+        self, pending: list[Message], deadline: float
+    ) -> tuple[list[Message], BaseException | None]:
+        """One try: publish all pending; return the tail from the first unconfirmed one on."""
+        remaining = max(deadline - time.monotonic(), 0.05)
+        timeout = min(remaining, self.settings.confirm_timeout_s)
+        if self._channel is None:
+            return pending, PublishError("not connected to RabbitMQ")
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ensure_exchanges(pending)
+                channel = await self._channel.get_underlay_channel()
+        except BROKER_ERRORS as exc:
+            return pending, exc
+        results = await asyncio.gather(
+            *(self._publish_one(channel, m, timeout) for m in pending), return_exceptions=True
+        )
+        for index, result in enumerate(results):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                # Retry from the first failure on: later rows may be republished (duplicates are
+                # harmless, ids dedupe) but their last copies arrive in request order.
+                return pending[index:], result
+        return [], None
+
+    async def _publish_one(
+        self, channel: AbstractChannel, message: Message, limit: float
+    ) -> None:
+        async with self._window:
+            await channel.basic_publish(
+                message.body,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                properties=properties(message),
+                mandatory=True,
+                timeout=limit,
+            )
