@@ -17,7 +17,7 @@ from . import __version__
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # `_created` series double the output and nobody graphs them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
