@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -234,9 +234,16 @@ class Config(_Model):
     public_url: str = "http://127.0.0.1:8080"
     amqp: Amqp = Amqp()
     spool: Spool = Spool()
-    customers: Annotated[tuple[Customer, ...], Field(min_length=1)]
+    customers: tuple[Customer, ...]
     sync: Sync = Sync()
     log: Log = Log()
+
+    @field_validator("customers")
+    @classmethod
+    def _some(cls, value: tuple[Customer, ...]) -> tuple[Customer, ...]:
+        if not value:
+            raise ValueError("list at least one customer")
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -337,9 +344,12 @@ def parse(text: str, env: Mapping[str, str] | None = None) -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
+        # A place whose variable is missing already has its problem; skip the echo of it.
+        missing = {p.split(": ", 1)[0] for p in problems}
         for err in exc.errors(include_input=False, include_url=False):
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{_path(tuple(err['loc']))}: {msg}")
+            where = _path(tuple(err["loc"]))
+            if not any(m == where or m.startswith((f"{where}.", f"{where}[")) for m in missing):
+                problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)

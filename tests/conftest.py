@@ -1,0 +1,147 @@
+"""Shared fixtures: samples, configs, and a real RabbitMQ (fail, not skip, under CI=true)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+
+from bridge.config import Config, parse
+from bridge.opendental import KNOWN_TABLES
+
+SAMPLES = Path(__file__).parent / "fixtures" / "samples"
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+TEST_KEY = "VzkmZEaUWOjnQX2z"
+
+
+def sample(name: str) -> dict[str, Any]:
+    """One delivery from tests/fixtures/samples: {"headers": ..., "body": ...}."""
+    data: dict[str, Any] = orjson.loads((SAMPLES / f"{name}.json").read_bytes())
+    return data
+
+
+def all_samples() -> list[str]:
+    """Names of every sample delivery."""
+    return sorted(p.stem for p in SAMPLES.glob("*.json"))
+
+
+def make_config(prefix: str = "opendental", **overrides: Any) -> Config:
+    """A valid config for tests: one customer with the public test key, Chicago time."""
+    spool = overrides.pop("spool", "{enabled: false}")
+    extra = overrides.pop("extra", "")
+    limit = overrides.pop("max_body_bytes", 16777216)
+    text = f"""
+listen: {{host: 127.0.0.1, port: 0, path: /apievents, max_body_bytes: {limit}}}
+amqp:
+  url: {AMQP_URL}
+  exchange_prefix: {prefix}
+  retry_budget_s: {overrides.pop("retry_budget_s", 2.0)}
+spool: {spool}
+customers:
+  - name: main-office
+    customer_key: {TEST_KEY}
+    timezone: America/Chicago
+  - name: north-clinic
+    customer_key: other-office-key-0001
+    timezone: America/New_York
+{extra}
+"""
+    assert not overrides, overrides
+    return parse(text, env={})
+
+
+def broker_available() -> bool:
+    """True if something accepts TCP on the broker's port."""
+    host, port = "127.0.0.1", 5672
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def need_broker() -> None:
+    """A test needing RabbitMQ: fails under CI=true when it is absent, else skips."""
+    if broker_available():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("RabbitMQ is not reachable on 127.0.0.1:5672 (required under CI=true)")
+    pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
+
+
+@pytest.fixture
+async def prefix(need_broker: None) -> AsyncIterator[str]:
+    """A unique exchange prefix; everything declared under it is deleted afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    connection = await aio_pika.connect(AMQP_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        exchanges = [f"{name}.{t.kind}.{t.name.lower()}" for t in KNOWN_TABLES]
+        exchanges += [f"{name}.db.unknown", f"{name}.ui.unknown", f"{name}.db.commlog"]
+        exchanges += [f"{name}.unrouted"]
+        for exchange in exchanges:
+            await channel.exchange_delete(exchange)
+        await channel.queue_delete(f"{name}.unrouted")
+
+
+class Collector:
+    """A consumer on a fresh exclusive queue: collects messages and wakes waiters."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self._changed = asyncio.Event()
+
+    def add(self, message: Any) -> None:
+        """Record one delivery."""
+        self.messages.append(message)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Any]:
+        """Wait until at least `count` messages arrived."""
+
+        async def until() -> None:
+            while len(self.messages) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until(), timeout)
+        return self.messages
+
+    def bodies(self) -> list[dict[str, Any]]:
+        """Decoded JSON bodies in arrival order."""
+        return [orjson.loads(m.body) for m in self.messages]
+
+
+@pytest.fixture
+async def consume(
+    need_broker: None,
+) -> AsyncIterator[Callable[[str, str], Any]]:
+    """`await consume(exchange, binding_key)` → a Collector fed by a temporary queue."""
+    connection = await aio_pika.connect(AMQP_URL, timeout=10)
+    channel = await connection.channel()
+
+    async def bind(exchange: str, key: str = "#") -> Collector:
+        collector = Collector()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        declared = await channel.declare_exchange(exchange, passive=True)
+        await queue.bind(declared, routing_key=key)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            collector.add(message)
+
+        await queue.consume(on_message)
+        return collector
+
+    yield bind
+    await connection.close()
