@@ -133,7 +133,12 @@ async def consume(
     async def bind(exchange: str, key: str = "#") -> Collector:
         collector = Collector()
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        declared = await channel.declare_exchange(exchange, passive=True)
+        declared = await channel.declare_exchange(
+            exchange,
+            aio_pika.ExchangeType.TOPIC,
+            durable=True,
+            arguments={"alternate-exchange": f"{exchange.split('.', maxsplit=1)[0]}.unrouted"},
+        )
         await queue.bind(declared, routing_key=key)
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -143,5 +148,17 @@ async def consume(
         await queue.consume(on_message)
         return collector
 
+    async def queue(name: str) -> Collector:
+        collector = Collector()
+        declared = await channel.declare_queue(name, passive=True)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            collector.add(message)
+
+        await declared.consume(on_message)
+        return collector
+
+    bind.queue = queue  # type: ignore[attr-defined]
     yield bind
     await connection.close()

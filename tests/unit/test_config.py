@@ -33,9 +33,7 @@ def test_env_expansion_with_and_without_default() -> None:
     config = parse(MINIMAL + "public_url: ${URL:-http://x:1}\n", env={"KEY": "abc"})
     assert config.customers[0].customer_key.get_secret_value() == "abc"
     assert config.public_url == "http://x:1"
-    assert problems(MINIMAL) == [
-        "customers[0].customer_key: environment variable KEY is not set"
-    ]
+    assert problems(MINIMAL) == ["customers[0].customer_key: environment variable KEY is not set"]
 
 
 def test_every_problem_is_listed_with_its_place() -> None:

@@ -1,0 +1,116 @@
+"""The core pipeline against a real RabbitMQ: exchanges, routing keys, properties, order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_event
+
+from bridge.service import Service
+from tests.conftest import TEST_KEY, all_samples, make_config, sample
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def bridge(prefix: str) -> AsyncIterator[str]:
+    """A running bridge (real AMQP publisher) on a free port; yields its webhook URL."""
+    service = Service(make_config(prefix))
+    await service.start()
+    assert service.publisher.ready
+    yield f"http://127.0.0.1:{service.port}/apievents"
+    await service.stop()
+
+
+async def post(url: str, body: Any, headers: dict[str, str]) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=orjson.dumps(body), headers=headers) as response:
+            await response.read()
+            return response.status
+
+
+@pytest.mark.parametrize("name", all_samples())
+async def test_each_sample_lands_on_its_exchange(
+    bridge: str, prefix: str, consume: Any, name: str
+) -> None:
+    delivery = sample(name)
+    body, headers = delivery["body"], delivery["headers"]
+    rows = body if isinstance(body, list) else [body]
+    kind, table = {
+        "appointment_deleted": ("db", "appointmentdeleted"),
+        "legacy_appointment_no_headers": ("db", "appointment"),
+        "patient_selected": ("ui", "patientselected"),
+    }.get(name, ("db", name))
+    collector = await consume(f"{prefix}.{kind}.{table}", "#")
+    assert await post(bridge, body, headers) == 200
+    messages = await collector.wait_for(len(rows))
+    workstation = headers.get("Workstation", "_")
+    for message, row in zip(messages, rows, strict=True):
+        assert message.routing_key == f"main-office.0.{workstation}"
+        assert message.delivery_mode == 2  # persistent
+        assert message.content_type == "application/cloudevents+json"
+        assert message.app_id == "od-bridge"
+        assert message.timestamp is not None
+        event = from_rabbitmq_event(
+            RabbitMQMessage(headers={}, content_type=message.content_type, body=message.body)
+        )
+        assert message.message_id == event.get_id()
+        assert message.type == event.get_type()
+        assert event.get_extension("odcustomer") == "main-office"
+        assert list(event.get_data()) == list(row)
+
+
+async def test_1000_rows_give_1000_messages_in_order(
+    bridge: str, prefix: str, consume: Any
+) -> None:
+    collector = await consume(f"{prefix}.db.appointment", "main-office.#")
+    template = sample("appointment")["body"][0]
+    rows = [{**template, "AptNum": n, "DateTStamp": "2026-11-28 08:00:00"} for n in range(1000)]
+    assert await post(bridge, rows, {"Authorization": TEST_KEY}) == 200
+    messages = await collector.wait_for(1000)
+    assert [orjson.loads(m.body)["data"]["AptNum"] for m in messages] == list(range(1000))
+    assert len({m.message_id for m in messages}) == 1000
+
+
+async def test_an_event_nobody_binds_ends_up_in_unrouted(
+    bridge: str, prefix: str, consume: Any
+) -> None:
+    unrouted = await consume.queue(f"{prefix}.unrouted")
+    delivery = sample("provider")
+    assert await post(bridge, delivery["body"], delivery["headers"]) == 200
+    [message] = await unrouted.wait_for(1)
+    assert orjson.loads(message.body)["type"] == "com.opendental.db.Provider"
+    assert message.exchange == f"{prefix}.db.provider"
+
+
+async def test_a_wrong_key_publishes_nothing(bridge: str, prefix: str, consume: Any) -> None:
+    collector = await consume(f"{prefix}.db.appointment", "#")
+    delivery = sample("appointment")
+    assert (
+        await post(bridge, delivery["body"], {**delivery["headers"], "Authorization": "x"}) == 401
+    )
+    assert await post(bridge, [{"Oops": 1}], {"Authorization": TEST_KEY}) == 200
+    assert await post(bridge, delivery["body"], delivery["headers"]) == 200
+    # the queue is FIFO: had the refused request published anything, it would come first
+    messages = await collector.wait_for(2)
+    assert [orjson.loads(m.body)["subject"] for m in messages] == [
+        "Appointment/18",
+        "Appointment/19",
+    ]
+
+
+async def test_an_unknown_table_gets_its_own_exchange(
+    bridge: str, prefix: str, consume: Any
+) -> None:
+    collector = await consume(f"{prefix}.db.commlog", "#")
+    headers = {"Authorization": TEST_KEY, "Event-Type": "WatchTable: Commlog"}
+    rows = [{"CommlogNum": 5, "PatNum": 17, "DateTStamp": "2026-11-28 08:00:00"}]
+    assert await post(bridge, rows, headers) == 200
+    [message] = await collector.wait_for(1)
+    event = orjson.loads(message.body)
+    assert event["type"] == "com.opendental.db.Commlog"
+    assert event["subject"] == "Commlog/5"
