@@ -42,6 +42,13 @@ def _tail(args: argparse.Namespace) -> int:
     return code
 
 
+def _spool(args: argparse.Namespace) -> int:
+    from .spoolcli import run  # noqa: PLC0415
+
+    code: int = run(_config(args), args.action)
+    return code
+
+
 def _with_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", help="YAML configuration (default: $OD_BRIDGE_CONFIG)")
 
@@ -72,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--customer", action="append", default=[], help="customer name (repeat)")
     tail.add_argument("--pretty", action="store_true", help="one short human line per event")
     tail.set_defaults(handler=_tail)
+
+    spool = sub.add_parser("spool", help="inspect or drain the local spool")
+    spool.add_argument(
+        "action",
+        choices=("stats", "drain"),
+        help="stats: depth and age; drain: publish everything now (stop the daemon first)",
+    )
+    _with_config(spool)
+    spool.set_defaults(handler=_spool)
     return parser
 
 

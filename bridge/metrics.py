@@ -58,6 +58,11 @@ class Metrics:
         self.rows_spooled = Counter(
             "od_bridge_rows_spooled_total", "Rows committed to the local spool.", registry=r
         )
+        self.rows_drained = Counter(
+            "od_bridge_rows_drained_total",
+            "Spooled rows republished and confirmed by the broker.",
+            registry=r,
+        )
         self.spool_depth = Gauge(
             "od_bridge_spool_depth", "Rows waiting in the local spool.", registry=r
         )

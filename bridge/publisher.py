@@ -158,12 +158,23 @@ class AmqpPublisher:
 
     @property
     def ready(self) -> bool:
-        """True while the connection is up (a publish can be confirmed now)."""
+        """True while the connection is up and not blocked (a publish can be confirmed now)."""
         return (
             self._connected.is_set()
             and self._connection is not None
-            and (not self._connection.is_closed)
+            and not self._connection.is_closed
+            and not self.blocked
         )
+
+    @property
+    def blocked(self) -> bool:
+        """True while RabbitMQ blocks publishing (memory or disk alarm: connection.blocked)."""
+        # aiormq tracks connection.blocked/unblocked in a private event and exposes no property;
+        # read it defensively so a future aiormq without it just reports "not blocked".
+        transport = getattr(self._connection, "transport", None)
+        amqp = getattr(transport, "connection", None)
+        unblocked = getattr(amqp, "_Connection__connection_unblocked", None)
+        return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
 
     # --- topology --------------------------------------------------------------------------
     async def _declare_base(self, channel: aio_pika.abc.AbstractChannel) -> None:
@@ -248,9 +259,7 @@ class AmqpPublisher:
                 return pending[index:], result
         return [], None
 
-    async def _publish_one(
-        self, channel: AbstractChannel, message: Message, limit: float
-    ) -> None:
+    async def _publish_one(self, channel: AbstractChannel, message: Message, limit: float) -> None:
         async with self._window:
             await channel.basic_publish(
                 message.body,

@@ -20,6 +20,7 @@ from .errors import (
     PayloadTooLarge,
     PublishError,
     RequestError,
+    SpoolError,
     Unauthorized,
     Unavailable,
 )
@@ -87,6 +88,8 @@ class Receiver:
         self.metrics = metrics
         self.keys = Keys(config.customers)
         self.limit = config.listen.max_body_bytes
+        self.max_active = config.listen.max_concurrent_requests
+        self.active = 0
         self.prefix = config.amqp.exchange_prefix
         self.contexts = {
             c.name: normalize.Context(
@@ -135,9 +138,13 @@ class Receiver:
         """POST {path}[/{name}]: answer 200 only once every row is durable."""
         started = time.perf_counter()
         customer_name, type_name, status = "-", "-", 500
+        self.active += 1
         try:
             customer = self._precheck(request)
             customer_name = customer.name
+            if self.active > self.max_active:
+                # Bounded work in flight: a fast 503 beats buffering without limit.
+                raise Unavailable("too many requests in flight; retry later", retry_after_s=1)
             doc = parse(await self._read(request))
             table = opendental.resolve(
                 request.headers.get("Event-Type"),
@@ -157,7 +164,7 @@ class Receiver:
             confirm_started = time.perf_counter()
             try:
                 await self.publisher.publish(messages)
-            except PublishError as exc:
+            except (PublishError, SpoolError) as exc:
                 raise Unavailable("the broker cannot take events right now; retry later") from exc
             self.metrics.confirm_seconds.observe(time.perf_counter() - confirm_started)
             if messages:
@@ -174,6 +181,7 @@ class Receiver:
             )
             return error_response(exc, close=status in (401, 413))
         finally:
+            self.active -= 1
             self.metrics.requests.labels(customer_name, type_name, str(status)).inc()
             self.metrics.request_seconds.observe(time.perf_counter() - started)
 
@@ -227,7 +235,10 @@ def build_app(
         app.router.add_post(route, receiver.handle, expect_handler=receiver.expect)
 
     def readiness() -> dict[str, Any]:
-        return {"broker": "connected" if publisher.ready else "disconnected"}
+        return {
+            "ready": publisher.ready,
+            "broker": "connected" if publisher.ready else "disconnected",
+        }
 
     probe = ready or readiness
 
@@ -236,11 +247,10 @@ def build_app(
 
     async def readyz(_: web.Request) -> web.Response:
         state = probe()
-        ok = bool(state.pop("ready", publisher.ready))
-        return web.json_response({"ready": ok, **state}, status=200 if ok else 503)
+        return web.json_response(state, status=200 if state["ready"] else 503)
 
     async def metrics_page(_: web.Request) -> web.Response:
-        metrics.broker_up.set(1 if publisher.ready else 0)
+        metrics.broker_up.set(1 if probe()["broker"] == "connected" else 0)
         return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     app.router.add_get("/healthz", healthz)

@@ -14,12 +14,15 @@ from . import log as logsetup
 from .config import Config
 from .errors import BridgeError
 from .metrics import Metrics
+from .outbox import Drainer, Outbox
 from .publisher import AmqpPublisher
 from .receiver import build_app
+from .spool import Spool
 
 log = logging.getLogger("od_bridge.service")
 
 SHUTDOWN_GRACE_S = 10.0
+DRAIN_ON_STOP_S = 5.0
 
 
 class Service:
@@ -29,8 +32,18 @@ class Service:
         self.config = config
         self.metrics = Metrics()
         self.publisher = AmqpPublisher(config.amqp)
+        self.spool = (
+            Spool(config.spool.path, config.spool.max_events) if config.spool.enabled else None
+        )
+        self.outbox = Outbox(self.publisher, self.spool, self.metrics)
+        self.drainer = (
+            Drainer(self.spool, self.publisher, self.metrics, self.outbox.wake)
+            if self.spool is not None
+            else None
+        )
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def _ssl(self) -> ssl.SSLContext | None:
         tls = self.config.listen.tls
@@ -44,9 +57,16 @@ class Service:
         return context
 
     async def start(self) -> None:
-        """Connect (or keep trying in the background) and start listening."""
+        """Open the spool, connect (or keep trying in the background), start listening."""
+        if self.spool is not None:
+            await self.spool.open()
+            self.metrics.spool_depth.set(self.spool.size)
+            if self.spool.size:
+                log.info("spool holds rows from a previous run", extra={"depth": self.spool.size})
         await self.publisher.start(wait=False)
-        app = build_app(self.config, self.publisher, self.metrics)
+        if self.drainer is not None:
+            self._tasks.append(asyncio.create_task(self.drainer.run(), name="spool-drainer"))
+        app = build_app(self.config, self.outbox, self.metrics, ready=self.outbox.state)
         self.runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
         )
@@ -58,8 +78,7 @@ class Service:
         try:
             await site.start()
         except OSError as exc:
-            await self.runner.cleanup()
-            await self.publisher.close()
+            await self.stop()
             raise BridgeError(
                 f"cannot listen on {listen.host}:{listen.port} ({exc.strerror})"
             ) from exc
@@ -69,10 +88,21 @@ class Service:
         log.info("listening", extra={"host": listen.host, "port": self.port, "path": listen.path})
 
     async def stop(self) -> None:
-        """Stop accepting, finish in-flight requests, then close the broker connection."""
+        """Stop accepting, finish in-flight requests, drain for a while, close AMQP, then SQLite."""
         if self.runner is not None:
             await self.runner.cleanup()
+            self.runner = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.drainer is not None and self.spool is not None and self.spool.size:
+            if self.publisher.ready:
+                await self.drainer.drain(DRAIN_ON_STOP_S)
+            log.info("spool kept for the next start", extra={"depth": self.spool.size})
         await self.publisher.close()
+        if self.spool is not None:
+            await self.spool.close()
         log.info("stopped")
 
 

@@ -1,0 +1,131 @@
+"""Outbox: publish directly while the spool is empty, else spool; the drainer empties it FIFO."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import PublishError, SpoolError
+from .events import Message
+from .metrics import Metrics
+from .publisher import Publisher
+from .spool import Spool
+
+log = logging.getLogger("od_bridge.outbox")
+
+
+class Outbox:
+    """A Publisher that never answers 'confirmed' on hope: broker confirm, or spool commit."""
+
+    def __init__(self, publisher: Publisher, spool: Spool | None, metrics: Metrics) -> None:
+        self.publisher = publisher
+        self.spool = spool
+        self.metrics = metrics
+        self.wake = asyncio.Event()  # set when the drainer has something to do
+
+    @property
+    def ready(self) -> bool:
+        """True when a request can be made durable now (broker up, or spool open)."""
+        return self.publisher.ready or self.spool is not None
+
+    def state(self) -> dict[str, Any]:
+        """What /readyz reports: ready, broker state, spool depth."""
+        return {
+            "ready": self.ready,
+            "broker": "connected" if self.publisher.ready else "disconnected",
+            "spool": "disabled" if self.spool is None else self.spool.size,
+        }
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Confirmed by the broker, or committed to the spool; else PublishError/SpoolError."""
+        spool = self.spool
+        if spool is None:
+            await self.publisher.publish(messages)
+            return
+        # While anything waits in the spool, new rows queue behind it: order across an outage.
+        if spool.size == 0 and self.publisher.ready:
+            try:
+                await self.publisher.publish(messages)
+                return
+            except PublishError as exc:
+                log.warning("broker did not confirm; spooling", extra={"error": str(exc)})
+        await spool.append(messages)
+        self.metrics.rows_spooled.inc(len(messages))
+        self.metrics.spool_depth.set(spool.size)
+        self.wake.set()
+
+
+class Drainer:
+    """Republishes spooled rows oldest-first and deletes each batch only after its confirms."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        publisher: Publisher,
+        metrics: Metrics,
+        wake: asyncio.Event,
+        *,
+        batch: int = 1000,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.spool = spool
+        self.publisher = publisher
+        self.metrics = metrics
+        self.wake = wake
+        self.batch = batch
+        self.max_backoff_s = max_backoff_s
+        self.drained = 0
+        self.idle = asyncio.Event()  # set while the spool is empty and the drainer waits
+
+    async def run_once(self) -> int:
+        """Publish and delete one batch; the number of rows drained (0 if empty)."""
+        rows = await self.spool.peek(self.batch)
+        if not rows:
+            return 0
+        await self.publisher.publish([message for _, message in rows])
+        await self.spool.delete(rows[0][0], rows[-1][0])
+        self.drained += len(rows)
+        self.metrics.rows_drained.inc(len(rows))
+        self.metrics.spool_depth.set(self.spool.size)
+        return len(rows)
+
+    async def drain(self, deadline_s: float | None = None) -> int:
+        """Drain until empty, a failure, or the deadline; rows drained."""
+        total = 0
+        stop_at = None if deadline_s is None else time.monotonic() + deadline_s
+        while stop_at is None or time.monotonic() < stop_at:
+            try:
+                done = await self.run_once()
+            except (PublishError, SpoolError) as exc:
+                log.warning("drain stopped", extra={"error": str(exc)})
+                break
+            if done == 0:
+                break
+            total += done
+        return total
+
+    async def run(self) -> None:
+        """Forever: drain when woken or when rows are left, backing off while the broker fails."""
+        backoff = 0.1
+        while True:
+            if self.spool.size == 0:
+                self.wake.clear()
+                self.idle.set()
+                await self.wake.wait()
+                self.idle.clear()
+            try:
+                await self.run_once()
+                backoff = 0.1
+            except (PublishError, SpoolError) as exc:
+                log.info(
+                    "spool drain waiting for the broker",
+                    extra={"error": str(exc), "depth": self.spool.size, "retry_in_s": backoff},
+                )
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)

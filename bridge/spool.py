@@ -1,0 +1,230 @@
+"""Local SQLite outbox (WAL, synchronous=FULL): rows the broker could not confirm, kept FIFO."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from .errors import SpoolError, SpoolFull
+from .events import Message
+
+log = logging.getLogger("od_bridge.spool")
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    body BLOB NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What `od-bridge spool stats` shows."""
+
+    depth: int
+    oldest_timestamp: int | None
+    file_bytes: int
+
+
+class Spool:
+    """FIFO outbox. Appends are group-committed: many requests share one fsync, off the loop."""
+
+    def __init__(self, path: Path, max_events: int) -> None:
+        self.path = path
+        self.max_events = max_events
+        self._db: sqlite3.Connection | None = None
+        self._lock_file: IO[str] | None = None
+        # One thread owns the SQLite connection: writes and reads never run concurrently.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        self._committed = 0
+        self._pending: list[tuple[Sequence[Message], asyncio.Future[None]]] = []
+        self._pending_rows = 0
+        self._wakeup = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.commits = 0  # transactions (fsyncs) so far: group commit makes this << appends
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open (creating) the file, take the process lock, count what a previous run left."""
+        await self._run(self._open)
+        self._committer = asyncio.create_task(self._commit_loop(), name="spool-commit")
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(f"{self.path}.lock", "a")  # noqa: SIM115 - held for the process lifetime
+        except OSError as exc:
+            raise SpoolError(f"spool.path {self.path} is not writable ({exc.strerror})") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise SpoolError(f"spool {self.path} is in use by another od-bridge process") from None
+        self._lock_file = lock
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+            self._committed = db.execute("SELECT count(*) FROM events").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {self.path} cannot be opened ({exc})") from None
+        self._db = db
+
+    async def close(self) -> None:
+        """Commit what is pending, then close the file and release the lock."""
+        self._closing = True
+        if self._committer is not None:
+            self._wakeup.set()
+            await self._committer
+            self._committer = None
+        await self._run(self._close)
+        self._thread.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    # --- writing ---------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Rows in the spool, counting those waiting for the next commit."""
+        return self._committed + self._pending_rows
+
+    async def append(self, messages: Sequence[Message]) -> None:
+        """Return once the messages are committed to disk; SpoolFull when over capacity."""
+        if not messages:
+            return
+        if self._db is None or self._closing:
+            raise SpoolError("spool is not open")
+        if self.size + len(messages) > self.max_events:
+            raise SpoolFull(f"spool holds {self.size} of {self.max_events} rows")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((messages, done))
+        self._pending_rows += len(messages)
+        self._wakeup.set()
+        await done
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._pending:
+                await self._commit_pending()
+            if self._closing and not self._pending:
+                return
+
+    async def _commit_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        rows = sum(len(m) for m, _ in batch)
+        try:
+            await self._run(self._insert, [m for messages, _ in batch for m in messages])
+        except SpoolError as exc:
+            failure: SpoolError = exc
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(failure)
+        else:
+            self.commits += 1
+            self._committed += rows
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+        finally:
+            self._pending_rows -= rows
+
+    def _insert(self, messages: list[Message]) -> None:
+        assert self._db is not None
+        try:
+            with self._db:  # one transaction, one fsync, for every request in the group
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO events (exchange, routing_key, message_id, type, timestamp, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (m.exchange, m.routing_key, m.message_id, m.type, m.timestamp, m.body)
+                        for m in messages
+                    ],
+                )
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc).lower():
+                raise SpoolFull("the disk under the spool is full") from None
+            raise SpoolError(f"spool write failed ({exc})") from None
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool write failed ({exc})") from None
+
+    # --- reading ---------------------------------------------------------------------------
+    async def peek(self, limit: int) -> list[tuple[int, Message]]:
+        """The oldest `limit` rows with their sequence numbers, oldest first."""
+        rows: list[tuple[int, Message]] = await self._run(self._peek, limit)
+        return rows
+
+    def _peek(self, limit: int) -> list[tuple[int, Message]]:
+        assert self._db is not None
+        cursor = self._db.execute(
+            "SELECT seq, exchange, routing_key, message_id, type, timestamp, body"
+            " FROM events ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [
+            (
+                seq,
+                Message(
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    message_id=message_id,
+                    type=type_,
+                    timestamp=timestamp,
+                    body=bytes(body),
+                ),
+            )
+            for seq, exchange, routing_key, message_id, type_, timestamp, body in cursor
+        ]
+
+    async def delete(self, first: int, last: int) -> None:
+        """Remove rows first..last (confirmed by the broker)."""
+        removed: int = await self._run(self._delete, first, last)
+        self._committed -= removed
+
+    def _delete(self, first: int, last: int) -> int:
+        assert self._db is not None
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
+        return cursor.rowcount
+
+    async def stats(self) -> Stats:
+        """Depth, age of the oldest row and file size."""
+        stats: Stats = await self._run(self._stats)
+        return stats
+
+    def _stats(self) -> Stats:
+        assert self._db is not None
+        depth, oldest = self._db.execute("SELECT count(*), min(timestamp) FROM events").fetchone()
+        size = sum(
+            os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if os.path.exists(p)
+        )
+        return Stats(depth=depth, oldest_timestamp=oldest, file_bytes=size)

@@ -1,0 +1,159 @@
+"""The SQLite spool and the outbox around it: FIFO, group commit, capacity, crash safety."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import PublishError, SpoolError, SpoolFull
+from bridge.events import Message
+from bridge.metrics import Metrics
+from bridge.outbox import Drainer, Outbox
+from bridge.publisher import InMemoryPublisher
+from bridge.spool import Spool
+
+
+def msg(n: int) -> Message:
+    return Message(
+        "ex", f"rk.{n}", f"id-{n}", "com.opendental.db.Appointment", 1_700_000_000, b"%d" % n
+    )
+
+
+@pytest.fixture
+async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
+    s = Spool(tmp_path / "spool.sqlite3", max_events=1000)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_fifo_round_trip(spool: Spool) -> None:
+    await spool.append([msg(1), msg(2)])
+    await spool.append([msg(3)])
+    rows = await spool.peek(10)
+    assert [m for _, m in rows] == [msg(1), msg(2), msg(3)]
+    await spool.delete(rows[0][0], rows[1][0])
+    assert spool.size == 1
+    assert [m for _, m in await spool.peek(10)] == [msg(3)]
+
+
+async def test_concurrent_appends_share_commits(spool: Spool) -> None:
+    await asyncio.gather(*(spool.append([msg(n)]) for n in range(200)))
+    assert spool.size == 200
+    assert spool.commits < 200  # group commit: many requests per fsync
+    assert [m.message_id for _, m in await spool.peek(1000)] == [f"id-{n}" for n in range(200)]
+
+
+async def test_rows_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    first = Spool(path, 100)
+    await first.open()
+    await first.append([msg(1), msg(2)])
+    await first.close()
+    second = Spool(path, 100)
+    await second.open()
+    assert second.size == 2
+    assert (await second.stats()).depth == 2
+    await second.close()
+
+
+async def test_capacity_is_enforced_whole_requests_only(tmp_path: Path) -> None:
+    s = Spool(tmp_path / "s.sqlite3", max_events=3)
+    await s.open()
+    await s.append([msg(1), msg(2)])
+    with pytest.raises(SpoolFull):
+        await s.append([msg(3), msg(4)])
+    assert s.size == 2
+    await s.close()
+
+
+async def test_a_full_disk_is_spool_full(spool: Spool) -> None:
+    def cap(_: None = None) -> None:
+        assert spool._db is not None
+        spool._db.execute("PRAGMA max_page_count=8")  # emulates ENOSPC for SQLite
+
+    await asyncio.get_running_loop().run_in_executor(spool._thread, cap)
+    with pytest.raises(SpoolFull):
+        await spool.append([Message("ex", "rk", f"id{n}", "t", 0, b"x" * 4000) for n in range(50)])
+    assert spool.size == 0
+
+
+async def test_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    s = Spool(blocker / "spool.sqlite3", 10)
+    with pytest.raises(SpoolError, match="not writable"):
+        await s.open()
+
+
+async def test_one_process_per_spool_file(spool: Spool) -> None:
+    other = Spool(spool.path, 10)
+    with pytest.raises(SpoolError, match="in use"):
+        await other.open()
+
+
+async def test_outbox_spools_while_the_broker_fails_and_drains_in_order(spool: Spool) -> None:
+    publisher = InMemoryPublisher()
+    outbox = Outbox(publisher, spool, Metrics())
+    drainer = Drainer(spool, publisher, Metrics(), outbox.wake, batch=2)
+    await outbox.publish([msg(1)])
+    publisher.fail = True
+    await outbox.publish([msg(2), msg(3)])
+    assert outbox.wake.is_set()
+    publisher.fail = False
+    await outbox.publish([msg(4)])  # the spool is not empty: this one queues behind it
+    assert [m.message_id for m in publisher.messages] == ["id-1"]
+    with pytest.raises(PublishError):
+        publisher.fail = True
+        await drainer.run_once()
+    publisher.fail = False
+    assert await drainer.drain() == 3
+    assert spool.size == 0
+    assert [m.message_id for m in publisher.messages] == ["id-1", "id-2", "id-3", "id-4"]
+    await outbox.publish([msg(5)])  # empty again: straight to the broker
+    assert publisher.messages[-1].message_id == "id-5"
+
+
+async def test_drainer_task_wakes_up_and_empties_the_spool(spool: Spool) -> None:
+    publisher = InMemoryPublisher()
+    outbox = Outbox(publisher, spool, Metrics())
+    drainer = Drainer(spool, publisher, Metrics(), outbox.wake)
+    publisher.fail = True
+    await outbox.publish([msg(1), msg(2)])
+    publisher.fail = False
+    task = asyncio.create_task(drainer.run())
+    try:
+
+        async def emptied() -> None:
+            while spool.size:
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(emptied(), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [m.message_id for m in publisher.messages] == ["id-1", "id-2"]
+
+
+async def test_without_a_spool_a_broker_failure_is_an_error() -> None:
+    publisher = InMemoryPublisher()
+    publisher.fail = True
+    with pytest.raises(PublishError):
+        await Outbox(publisher, None, Metrics()).publish([msg(1)])
+
+
+def test_spool_file_is_wal_with_full_sync(tmp_path: Path) -> None:
+    async def make() -> None:
+        s = Spool(tmp_path / "s.sqlite3", 10)
+        await s.open()
+        await s.append([msg(1)])
+        await s.close()
+
+    asyncio.run(make())
+    db = sqlite3.connect(tmp_path / "s.sqlite3")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
