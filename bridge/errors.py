@@ -69,6 +69,10 @@ class Unavailable(RequestError):
 class PublishError(BridgeError):
     """The broker did not confirm a message (nack, return, timeout or closed channel)."""
 
+    def __init__(self, reason: str, confirmed: int = 0) -> None:
+        super().__init__(reason)
+        self.confirmed = confirmed  # how many leading messages were confirmed before it failed
+
 
 class SpoolError(BridgeError):
     """The local spool cannot take or give rows."""

@@ -70,28 +70,41 @@ class Drainer:
         wake: asyncio.Event,
         *,
         batch: int = 1000,
-        max_backoff_s: float = 5.0,
+        max_backoff_s: float = 2.0,
     ) -> None:
         self.spool = spool
         self.publisher = publisher
         self.metrics = metrics
         self.wake = wake
         self.batch = batch
+        self._size = batch  # the current batch size: halves on failure, grows back on success
         self.max_backoff_s = max_backoff_s
         self.drained = 0
         self.idle = asyncio.Event()  # set while the spool is empty and the drainer waits
 
     async def run_once(self) -> int:
         """Publish and delete one batch; the number of rows drained (0 if empty)."""
-        rows = await self.spool.peek(self.batch)
+        rows = await self.spool.peek(self._size)
         if not rows:
             return 0
-        await self.publisher.publish([message for _, message in rows])
+        try:
+            await self.publisher.publish([message for _, message in rows])
+        except PublishError as exc:
+            # Keep what was confirmed (progress even on a slow broker) and try smaller batches.
+            await self._forget(rows[: exc.confirmed])
+            self._size = max(self._size // 2, 10)
+            raise
+        await self._forget(rows)
+        self._size = min(self._size * 2, self.batch)
+        return len(rows)
+
+    async def _forget(self, rows: list[tuple[int, Message]]) -> None:
+        if not rows:
+            return
         await self.spool.delete(rows[0][0], rows[-1][0])
         self.drained += len(rows)
         self.metrics.rows_drained.inc(len(rows))
         self.metrics.spool_depth.set(self.spool.size)
-        return len(rows)
 
     async def drain(self, deadline_s: float | None = None) -> int:
         """Drain until empty, a failure, or the deadline; rows drained."""
@@ -117,15 +130,23 @@ class Drainer:
                 self.idle.set()
                 await self.wake.wait()
                 self.idle.clear()
-            try:
-                await self.run_once()
-                backoff = 0.1
-            except (PublishError, SpoolError) as exc:
-                log.info(
-                    "spool drain waiting for the broker",
-                    extra={"error": str(exc), "depth": self.spool.size, "retry_in_s": backoff},
-                )
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
+            # Publishing into a blocked or absent connection only piles up frames that will
+            # all time out: wait for the broker instead.
+            if self.publisher.ready:
+                try:
+                    await self.run_once()
+                    backoff = 0.1
+                    continue
+                except (PublishError, SpoolError) as exc:
+                    log.info(
+                        "spool drain waiting for the broker",
+                        extra={"error": str(exc), "depth": self.spool.size, "retry_in_s": backoff},
+                    )
+            await self._pause(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if woken (a reconnect wakes us)."""
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)

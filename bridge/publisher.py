@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -93,7 +93,9 @@ class AmqpPublisher:
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
         self._window = asyncio.Semaphore(settings.max_in_flight)
-        self._connected = asyncio.Event()
+        self.connected = asyncio.Event()  # set while connected
+        self.lost = asyncio.Event()  # set while the connection is down (after a first connect)
+        self.on_ready: list[Callable[[], object]] = []  # called on every (re)connect
         self._connector: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -138,14 +140,22 @@ class AmqpPublisher:
         connection.close_callbacks.add(self._on_close)
         connection.reconnect_callbacks.add(self._on_reconnect)
         self._connection, self._channel = connection, channel
-        self._connected.set()
+        self._up()
+
+    def _up(self) -> None:
+        self.lost.clear()
+        self.connected.set()
+        for callback in self.on_ready:
+            callback()
 
     def _on_close(self, *_: object) -> None:
-        self._connected.clear()
+        self.connected.clear()
+        self.lost.set()
+        log.warning("connection to broker lost")
 
     def _on_reconnect(self, *_: object) -> None:
-        self._connected.set()
         log.info("reconnected to broker")
+        self._up()
 
     async def close(self) -> None:
         """Close the connection (waiting publishes fail)."""
@@ -154,13 +164,13 @@ class AmqpPublisher:
             await asyncio.gather(self._connector, return_exceptions=True)
         if self._connection is not None:
             await self._connection.close()
-        self._connected.clear()
+        self.connected.clear()
 
     @property
     def ready(self) -> bool:
         """True while the connection is up and not blocked (a publish can be confirmed now)."""
         return (
-            self._connected.is_set()
+            self.connected.is_set()
             and self._connection is not None
             and not self._connection.is_closed
             and not self.blocked
@@ -231,7 +241,8 @@ class AmqpPublisher:
                         raise PublishError(f"not confirmed: {type(error).__name__}") from error
         except RetryError as exc:
             cause = exc.last_attempt.exception()
-            raise PublishError(str(cause) if cause else "not confirmed") from cause
+            confirmed = len(messages) - len(pending)
+            raise PublishError(str(cause) if cause else "not confirmed", confirmed) from cause
 
     async def _attempt(
         self, pending: list[Message], deadline: float
@@ -241,6 +252,9 @@ class AmqpPublisher:
         timeout = min(remaining, self.settings.confirm_timeout_s)
         if self._channel is None:
             return pending, PublishError("not connected to RabbitMQ")
+        if self.blocked:
+            # Frames sent now would wait behind the alarm and time out anyway.
+            return pending, PublishError("RabbitMQ has blocked publishing (resource alarm)")
         try:
             async with asyncio.timeout(timeout):
                 await self._ensure_exchanges(pending)
@@ -260,12 +274,13 @@ class AmqpPublisher:
         return [], None
 
     async def _publish_one(self, channel: AbstractChannel, message: Message, limit: float) -> None:
-        async with self._window:
+        # The deadline covers the wait for a window slot too: a blocked broker must not turn
+        # the window into a queue without end.
+        async with asyncio.timeout(limit), self._window:
             await channel.basic_publish(
                 message.body,
                 exchange=message.exchange,
                 routing_key=message.routing_key,
                 properties=properties(message),
                 mandatory=True,
-                timeout=limit,
             )

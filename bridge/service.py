@@ -41,6 +41,8 @@ class Service:
             if self.spool is not None
             else None
         )
+        # A (re)connected broker is the drainer's cue: no need to wait out its backoff.
+        self.publisher.on_ready.append(self.outbox.wake.set)
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []

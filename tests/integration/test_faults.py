@@ -1,0 +1,254 @@
+"""Faults injected into a running bridge: every row answered 200 arrives; order kept per sender."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bridge.service import Service
+from tests.integration.faults import (
+    Consumer,
+    Ledger,
+    config_text,
+    fault_config,
+    load,
+    rabbitmqctl,
+    report,
+)
+from tests.proxy import Proxy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def proxy(need_broker: None) -> AsyncIterator[Proxy]:
+    p = Proxy()
+    await p.start()
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def ledger(prefix: str) -> AsyncIterator[Ledger]:
+    book = Ledger()
+    consumer = Consumer(prefix, book)
+    await consumer.start()
+    yield book
+    await consumer.stop()
+
+
+async def running(prefix: str, proxy: Proxy, tmp_path: Path, **kw: int) -> Service:
+    service = Service(fault_config(prefix, proxy.url, tmp_path / "spool.sqlite3", **kw))
+    await service.start()
+    return service
+
+
+def url(service: Service) -> str:
+    return f"http://127.0.0.1:{service.port}/apievents"
+
+
+def check(name: str, ledger: Ledger) -> None:
+    report(name, ledger)
+    assert not ledger.missing(), f"{len(ledger.missing())} rows answered 200 never arrived"
+    assert not ledger.out_of_order(), "rows of one sender arrived out of order"
+
+
+async def test_connections_cut_mid_stream(
+    prefix: str, proxy: Proxy, ledger: Ledger, tmp_path: Path
+) -> None:
+    service = await running(prefix, proxy, tmp_path)
+    try:
+        traffic = asyncio.create_task(load(url(service), ledger))
+        await ledger.answered(30)
+        proxy.cut()
+        await ledger.answered(60)
+        proxy.cut()
+        await traffic
+        await ledger.all_arrived()
+        assert service.drainer is not None
+        await asyncio.wait_for(service.drainer.idle.wait(), 30)
+    finally:
+        await service.stop()
+    check("cut", ledger)
+    assert ledger.answers[200] == 160
+
+
+async def test_new_connections_refused_for_a_while(
+    prefix: str, proxy: Proxy, ledger: Ledger, tmp_path: Path
+) -> None:
+    service = await running(prefix, proxy, tmp_path)
+    try:
+        traffic = asyncio.create_task(load(url(service), ledger))
+        await ledger.answered(20)
+        proxy.refusing = True
+        proxy.cut()
+        await asyncio.wait_for(service.publisher.lost.wait(), 10)
+        await ledger.answered(80)  # answered from the spool while the broker is unreachable
+        assert service.spool is not None and service.spool.size > 0
+        proxy.refusing = False
+        await traffic
+        await ledger.all_arrived()
+    finally:
+        await service.stop()
+    check("refuse", ledger)
+
+
+async def test_stalled_past_the_heartbeat(
+    prefix: str, proxy: Proxy, ledger: Ledger, tmp_path: Path
+) -> None:
+    service = await running(prefix, proxy, tmp_path, heartbeat_s=1)
+    try:
+        traffic = asyncio.create_task(load(url(service), ledger))
+        await ledger.answered(20)
+        proxy.stall()
+        await asyncio.wait_for(service.publisher.lost.wait(), 20)  # heartbeat gave up on it
+        proxy.cut()  # the stalled sockets are dead to both ends now
+        proxy.resume()
+        await traffic
+        await ledger.all_arrived()
+    finally:
+        await service.stop()
+    check("stall", ledger)
+
+
+async def test_broker_restart(prefix: str, ledger: Ledger, tmp_path: Path) -> None:
+    service = Service(fault_config(prefix, "amqp://guest:guest@127.0.0.1:5672/", tmp_path / "s.db"))
+    await service.start()
+    try:
+        traffic = asyncio.create_task(load(url(service), ledger))
+        await ledger.answered(20)
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        try:
+            await asyncio.wait_for(service.publisher.lost.wait(), 20)
+            await ledger.answered(60)
+        finally:
+            await asyncio.to_thread(rabbitmqctl, "start_app")
+            await asyncio.to_thread(rabbitmqctl, "await_startup")
+        await traffic
+        await ledger.all_arrived(60)
+    finally:
+        await service.stop()
+    check("broker restart", ledger)
+
+
+async def test_memory_alarm_blocks_publishers(
+    prefix: str, proxy: Proxy, ledger: Ledger, tmp_path: Path
+) -> None:
+    before = (
+        await asyncio.to_thread(
+            rabbitmqctl, "eval", "vm_memory_monitor:get_vm_memory_high_watermark()."
+        )
+    ).strip()
+    service = await running(prefix, proxy, tmp_path)
+    try:
+        traffic = asyncio.create_task(load(url(service), ledger, requests=400))
+        await ledger.answered(20)
+        await asyncio.to_thread(rabbitmqctl, "set_vm_memory_high_watermark", "0.0000001")
+        try:
+            # rabbitmqctl takes a while; count from when the alarm is surely on.
+            await ledger.answered(sum(ledger.answers.values()) + 60)
+            assert service.publisher.blocked
+            assert service.spool is not None and service.spool.size > 0
+        finally:
+            value = before if before.replace(".", "", 1).isdigit() else "0.4"
+            await asyncio.to_thread(rabbitmqctl, "set_vm_memory_high_watermark", value)
+        await traffic
+        await ledger.all_arrived(60)
+    finally:
+        await service.stop()
+    check("memory alarm", ledger)
+
+
+async def test_spool_full_answers_503_and_loses_nothing(
+    prefix: str, proxy: Proxy, ledger: Ledger, tmp_path: Path
+) -> None:
+    proxy.refusing = True
+    service = await running(prefix, proxy, tmp_path, max_events=10)
+    try:
+        async with aiohttp.ClientSession() as session:
+            statuses = []
+            for n in range(3):
+                body = [
+                    {"AptNum": 1_000_000 + n * 5 + i, "DateTStamp": "2026-11-28 08:00:00"}
+                    for i in range(5)
+                ]
+                async with session.post(
+                    url(service), json=body, headers={"Authorization": "VzkmZEaUWOjnQX2z"}
+                ) as response:
+                    statuses.append(response.status)
+                    if response.status == 200:
+                        ledger.acked.update(row["AptNum"] for row in body)
+                    else:
+                        assert int(response.headers["Retry-After"]) > 0
+        assert statuses == [200, 200, 503]
+        proxy.refusing = False
+        await ledger.all_arrived()
+    finally:
+        await service.stop()
+    check("spool full", ledger)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def start_bridge(config: Path) -> asyncio.subprocess.Process:
+    """`python -m bridge serve` in a subprocess; returns once it logs that it listens."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "serve",
+        "-c",
+        str(config),
+        "--log-level",
+        "INFO",
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+
+    async def listening() -> None:
+        assert process.stderr is not None
+        while b'"listening"' not in await process.stderr.readline():
+            if process.returncode is not None:
+                raise AssertionError("bridge exited")
+
+    await asyncio.wait_for(listening(), 20)
+    return process
+
+
+async def test_sigkill_after_200_loses_nothing(
+    prefix: str, proxy: Proxy, ledger: Ledger, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "bridge.yaml"
+    spool = f'{{enabled: true, path: "{tmp_path / "spool.sqlite3"}", max_events: 100000}}'
+    config.write_text(config_text(prefix, proxy.url, spool, port, 2))
+    proxy.refusing = True  # the broker is "down": every 200 comes from the spool
+    process = await start_bridge(config)
+    try:
+        await load(f"http://127.0.0.1:{port}/apievents", ledger, clients=3, requests=10)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    assert len(ledger.acked) == 150
+    proxy.refusing = False
+    process = await start_bridge(config)  # drains what the killed one left
+    try:
+        await ledger.all_arrived()
+    finally:
+        process.terminate()
+        await process.wait()
+    check("sigkill", ledger)
