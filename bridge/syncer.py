@@ -185,34 +185,43 @@ def plan(
     for sub in sorted(actual, key=lambda s: int(s.get("SubscriptionNum") or 0)):
         (ours.setdefault(key_of(sub), []) if is_managed(sub, public_url) else theirs).append(sub)
     by_op: dict[str, list[Action]] = {"create": [], "update": [], "delete": [], "rest": []}
-    keep_reason = "kept (prune: none)"
-    for wanted in want:
+    matched: list[tuple[Sub, list[Sub]]] = []
+    unmatched: list[Sub] = []
+    for wanted in want:  # exact (kind, name, workstation) first: re-runs stay idempotent
         candidates = ours.pop(key_of(wanted), [])
-        twin = None if candidates else _twin(theirs, wanted)
-        if twin is not None:
+        if candidates:
+            matched.append((wanted, candidates))
+        else:
+            unmatched.append(wanted)
+    for wanted in unmatched:
+        # A new workstation for a table we already watch: move ours with a PUT, which keeps
+        # its DateTimeStart, so no change made meanwhile is skipped (delete + create would).
+        same = next((k for k in ours if k[:2] == key_of(wanted)[:2]), None)
+        twin = _twin(theirs, wanted) if same is None else None
+        if same is not None:
+            matched.append((wanted, ours.pop(same)))
+        elif twin is not None:
             theirs.remove(twin)
             why = "not managed by od-bridge, but already covers this one"
             by_op["rest"].append(_action("ignored", twin, reason=why))
-        elif not candidates:
+        else:
             body = _create_body(wanted)
             changes = tuple(Change(f, None, v) for f, v in body.items())
             by_op["create"].append(_action("create", wanted, changes=changes, body=body))
-        else:
-            # Keep the closest match; others are duplicates (an interrupted run, a hand copy).
-            keep = min(candidates, key=lambda s: len(diff(s, wanted)))
-            changes = diff(keep, wanted)
-            body = {c.field: c.new for c in changes}
-            by_op["update" if changes else "rest"].append(
-                _action("update" if changes else "unchanged", keep, changes=changes, body=body)
-            )
-            dup = "duplicate of another managed subscription"
-            for extra in (c for c in candidates if c is not keep):
-                if prune == "managed":
-                    by_op["delete"].append(_action("delete", extra, reason=dup))
-                else:
-                    by_op["rest"].append(
-                        _action("unchanged", extra, reason=f"{dup}, {keep_reason}")
-                    )
+    keep_reason = "kept (prune: none)"
+    for wanted, candidates in matched:
+        # Keep the closest match; others are duplicates (an interrupted run, a hand copy).
+        keep = min(candidates, key=lambda s: len(diff(s, wanted)))
+        changes = diff(keep, wanted)
+        op: Op = "update" if changes else "unchanged"
+        body = {c.field: c.new for c in changes}
+        by_op["update" if changes else "rest"].append(_action(op, keep, changes=changes, body=body))
+        dup = "duplicate of another managed subscription"
+        for extra in (c for c in candidates if c is not keep):
+            if prune == "managed":
+                by_op["delete"].append(_action("delete", extra, reason=dup))
+            else:
+                by_op["rest"].append(_action("unchanged", extra, reason=f"{dup}, {keep_reason}"))
     for sub in (s for subs in ours.values() for s in subs):
         if prune != "managed":
             reason = f"not in the configuration, {keep_reason}"
