@@ -240,6 +240,12 @@ class Sync(_Model):
     interval_s: float = Field(300.0, ge=1)
     prune: Literal["managed", "none"] = "managed"
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `mode: off` as the boolean false.
+        return "off" if value is False else value
+
 
 class Log(_Model):
     """Log level and format (JSON lines, or text for a terminal)."""

@@ -8,6 +8,7 @@ from typing import Any
 from .syncer import Action, Outcome, Plan
 
 _PAST = {"create": "created", "update": "updated", "delete": "deleted"}
+_IN_COLUMNS = ("WatchTable", "UiEventType", "Workstation")  # already in their own columns
 _HEADER = ("CUSTOMER", "ACTION", "SUBSCRIPTION", "WORKSTATION", "NUM", "DETAILS")
 
 
@@ -24,7 +25,8 @@ def details(action: Action) -> str:
     if action.op == "update":
         return "; ".join(f"{c.field}: {_value(c.old)} → {_value(c.new)}" for c in action.changes)
     if action.op == "create":
-        return " ".join(f"{c.field}={_value(c.new)}" for c in action.changes)
+        shown = (c for c in action.changes if c.field not in _IN_COLUMNS)
+        return " ".join(f"{c.field}={_value(c.new)}" for c in shown)
     return action.reason
 
 

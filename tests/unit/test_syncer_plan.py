@@ -221,3 +221,7 @@ def test_new_workstation_moves_ours_with_one_update() -> None:
         10,
         {"Workstation": "FRONTDESK1"},
     )
+
+
+def test_bare_yaml_off_means_sync_off() -> None:
+    assert parse(YAML + "sync: {mode: off}\n", env={}).sync.mode == "off"
