@@ -151,16 +151,14 @@ def _action(op: Op, sub: Sub, **kw: Any) -> Action:
 
 
 def _create_body(wanted: Sub) -> dict[str, Any]:
-    body = {"EndPointUrl": wanted["EndPointUrl"], "Workstation": wanted["Workstation"]}
-    if wanted["WatchTable"]:
-        body |= {"WatchTable": wanted["WatchTable"], "PollingSeconds": wanted["PollingSeconds"]}
-    else:
-        body["UiEventType"] = wanted["UiEventType"]
-    if od_datetime(wanted["DateTimeStop"]) is not None:
-        body["DateTimeStop"] = wanted["DateTimeStop"]
-    if wanted["Note"]:
-        body["Note"] = wanted["Note"]
-    return body
+    kind = ("WatchTable", "PollingSeconds") if wanted["WatchTable"] else ("UiEventType",)
+    body = {f: wanted[f] for f in ("EndPointUrl", "Workstation", *kind)}
+    stop, note = wanted["DateTimeStop"], wanted["Note"]
+    return (
+        body
+        | ({"DateTimeStop": stop} if od_datetime(stop) else {})
+        | ({"Note": note} if note else {})
+    )
 
 
 def _twin(theirs: Sequence[Sub], wanted: Sub) -> Sub | None:
@@ -231,9 +229,8 @@ def plan(
         else:
             by_op["delete"].append(_action("delete", sub, reason="not in the configuration"))
     by_op["rest"] += [_action("ignored", sub, reason="not managed by od-bridge") for sub in theirs]
-    return Plan(
-        customer, tuple(a for op in ("create", "update", "delete", "rest") for a in by_op[op])
-    )
+    ordered = (a for op in ("create", "update", "delete", "rest") for a in by_op[op])
+    return Plan(customer, tuple(ordered))
 
 
 class SubscriptionApi(Protocol):

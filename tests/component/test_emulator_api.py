@@ -17,7 +17,10 @@ AUTH = {"Authorization": f"ODFHIR {DOC_DEVELOPER_KEY}/{DOC_CUSTOMER_KEY}"}
 OTHER = "OtherOfficeKey01"
 DB = {"EndPointUrl": "http://127.0.0.1:8080/apievents/Appointment", "WatchTable": "Appointment",
       "PollingSeconds": 30, "Workstation": "OD-SERVER"}  # fmt: skip
-UI = {"EndPointUrl": "http://127.0.0.1:8080/apievents/PatientSelected", "UiEventType": "PatientSelected"}  # fmt: skip
+UI = {
+    "EndPointUrl": "http://127.0.0.1:8080/apievents/PatientSelected",
+    "UiEventType": "PatientSelected",
+}
 
 
 class Api:

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from bridge.emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
+from bridge.opendental import KNOWN_TABLES
 
 T0 = datetime(2026, 11, 28, 9, 0, 0)
 AUTH = {"Authorization": f"ODFHIR {DOC_DEVELOPER_KEY}/{DOC_CUSTOMER_KEY}"}
@@ -241,8 +242,6 @@ async def test_unreachable_endpoint_counts_as_failure(od: Office) -> None:
 
 
 async def test_every_table_generator_has_its_key_and_change_column(od: Office) -> None:
-    from bridge.opendental import KNOWN_TABLES
-
     for t in (t for t in KNOWN_TABLES if t.kind == "db"):
         (row,) = od.emulator.change_rows(t.name, 1, now=T0)
         assert t.primary_key in row, t.name

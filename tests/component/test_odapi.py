@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from bridge.config import parse
 from bridge.emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 from bridge.errors import OpenDentalError, OpenDentalUnreachable
 from bridge.odapi import OpenDentalClient, message_of, retry_after
@@ -71,7 +72,7 @@ def recorder() -> tuple[list[float], Callable[[float], Any]]:
 
 
 async def test_crud_against_the_emulator() -> None:
-    async for emulator, base in emulated(Settings()):
+    async for _, base in emulated(Settings()):
         async with client(base) as od:
             made = await od.create_subscription(DB)
             assert made["SubscriptionNum"] == 1 and made["CustomerKey"] == DOC_CUSTOMER_KEY
@@ -83,7 +84,7 @@ async def test_crud_against_the_emulator() -> None:
 
 
 async def test_follows_pages_when_a_full_page_comes_back() -> None:
-    async for emulator, base in emulated(Settings(page_size=2)):
+    async for _, base in emulated(Settings(page_size=2)):
         async with client(base, page_size=2) as od:
             for n in range(5):
                 await od.create_subscription(DB | {"Workstation": f"WS{n}"})
@@ -172,7 +173,7 @@ async def test_connection_refused_is_unreachable_after_retries() -> None:
 
 async def test_every_call_has_a_timeout() -> None:
     script = Script([])  # hangs
-    waits, sleep = recorder()
+    _, sleep = recorder()
     async for base in scripted(script):
         async with client(base, timeout_s=0.2, max_attempts=2, sleep=sleep) as od:
             started = time.monotonic()
@@ -209,8 +210,6 @@ def test_retry_after_and_message_parsing() -> None:
 
 
 def test_for_customer_defaults_follow_remote_vs_local() -> None:
-    from bridge.config import parse
-
     config = parse(
         """
 customers:

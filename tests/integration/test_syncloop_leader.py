@@ -37,7 +37,8 @@ def broker() -> None:
 
 @pytest.fixture
 def lock_name() -> str:
-    return f"test.syncer.lock.{uuid.uuid4().hex[:12]}"  # unique per test; exclusive queues vanish with us
+    # Unique per test; exclusive queues vanish with their connection.
+    return f"test.syncer.lock.{uuid.uuid4().hex[:12]}"
 
 
 def config_for(base: str, mode: str, tmp_path: Path) -> Config:
