@@ -49,6 +49,97 @@ def _spool(args: argparse.Namespace) -> int:
     return code
 
 
+def _sync(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 - keep `check-config` light
+
+    from . import syncreport  # noqa: PLC0415
+    from .syncloop import customers_to_sync, sync_all  # noqa: PLC0415
+
+    config = _config(args)
+    chosen = customers_to_sync(config, args.customer)
+    if not chosen:
+        print("no customer has an api: section; nothing to sync")
+        return 0
+    results = asyncio.run(sync_all(config, chosen, do_apply=args.apply))
+    plans = [r.plan for r in results if r.plan is not None]
+    print(syncreport.table(plans))
+    for result in results:
+        for done in result.outcomes:
+            print(syncreport.outcome(result.customer, done))
+    failed = False
+    for result in results:
+        if result.error is not None:
+            print(f"error: {result.customer}: {result.error}", file=sys.stderr)
+        for done in result.outcomes:
+            if not done.ok:
+                print(f"error: {syncreport.outcome(result.customer, done)}", file=sys.stderr)
+        failed = failed or result.failed
+    if failed:
+        return 1
+    return 2 if args.exit_code and any(p.pending for p in plans) else 0
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from datetime import timedelta  # noqa: PLC0415
+
+    from .emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Settings, run  # noqa: PLC0415
+    from .emulator_rows import DEFAULT_TABLES  # noqa: PLC0415
+
+    settings = Settings(
+        developer_keys=tuple(args.developer_key or (DOC_DEVELOPER_KEY,)),
+        customer_keys=tuple(args.customer_key or (DOC_CUSTOMER_KEY,)),
+        throttle_s=args.throttle,
+        page_size=args.page_size,
+        allow_delete=not args.no_delete,
+        legacy=args.legacy,
+        workstation=args.workstation,
+        change_rate=args.rate,
+        select_rate=args.select_rate,
+        tables=tuple(t for t in args.tables.split(",") if t) if args.tables else DEFAULT_TABLES,
+        resend_cap=timedelta(hours=args.resend_cap_hours),
+        timezone=args.timezone,
+    )
+    return run(settings, args.host, args.port)
+
+
+def _emulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    emu = sub.add_parser("emulate", help="run the Open Dental emulator (API + event firing)")
+    emu.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    emu.add_argument("--port", type=int, default=30223, help="listen port (default 30223)")
+    emu.add_argument("--developer-key", action="append", help="accepted developer key (repeat)")
+    emu.add_argument("--customer-key", action="append", help="accepted customer key (repeat)")
+    emu.add_argument(
+        "--throttle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="answer 429 + Retry-After to a key calling more often than every S s",
+    )
+    emu.add_argument("--page-size", type=int, default=100, help="GET /subscriptions page size")
+    emu.add_argument(
+        "--no-delete", action="store_true", help="free permission tier: DELETE answers 401"
+    )
+    emu.add_argument(
+        "--legacy",
+        action="store_true",
+        help="send no Event-Type/Workstation headers (offices before 22.4.35)",
+    )
+    emu.add_argument("--workstation", default="OD-SERVER", help="machine name that fires events")
+    emu.add_argument("--rate", type=float, default=1.0, help="rows the office changes per second")
+    emu.add_argument(
+        "--select-rate", type=float, default=0.0, help="PatientSelected events per second"
+    )
+    emu.add_argument("--tables", help="comma-separated tables the office changes (default: all)")
+    emu.add_argument(
+        "--resend-cap-hours",
+        type=float,
+        default=72.0,
+        help="how far back a failed cycle resends (default 72 h)",
+    )
+    emu.add_argument("--timezone", help="office time zone (default: this host's)")
+    emu.set_defaults(handler=_emulate)
+
+
 def _with_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", help="YAML configuration (default: $OD_BRIDGE_CONFIG)")
 
@@ -72,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the configuration file")
     _with_config(check)
     check.set_defaults(handler=_check_config)
+
+    sync = sub.add_parser("sync", help="make the offices' subscriptions match the configuration")
+    _with_config(sync)
+    sync.add_argument("--apply", action="store_true", help="carry the plan out (default: print it)")
+    sync.add_argument("--customer", action="append", default=[], help="customer name (repeat)")
+    sync.add_argument(
+        "--exit-code", action="store_true", help="exit 2 when changes are (or were) pending"
+    )
+    sync.set_defaults(handler=_sync)
+    _emulate_parser(sub)
 
     tail = sub.add_parser("tail", help="print live events from the exchanges")
     _with_config(tail)

@@ -27,6 +27,7 @@ MANAGED_NOTE = "managed by od-bridge"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"[a-z0-9-]+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_OD_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?")
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
@@ -145,6 +146,14 @@ class Subscription(_Model):
     note: str = Field(MANAGED_NOTE, max_length=255)
     date_time_stop: str | None = None
 
+    @field_validator("date_time_stop")
+    @classmethod
+    def _stop(cls, value: str | None) -> str | None:
+        # Open Dental takes `yyyy-MM-dd` or `yyyy-MM-dd HH:mm:ss` (office wall clock, no offset).
+        if value is not None and not _OD_DATETIME.fullmatch(value):
+            raise ValueError("use yyyy-MM-dd or yyyy-MM-dd HH:mm:ss (office wall clock)")
+        return value
+
     @model_validator(mode="after")
     def _either(self) -> Subscription:
         if (self.watch_table is None) == (self.ui_event_type is None):
@@ -198,6 +207,19 @@ class Customer(_Model):
             raise ValueError(f"unknown time zone '{value}'") from exc
         return value
 
+    @model_validator(mode="after")
+    def _distinct(self) -> Customer:
+        # The syncer matches subscriptions by (kind, name, workstation): two entries with the
+        # same triple would fight over one Open Dental subscription.
+        seen: set[tuple[bool, str, str]] = set()
+        for sub in self.subscriptions:
+            triple = (sub.watch_table is not None, sub.name.lower(), sub.workstation.lower())
+            if triple in seen:
+                where = f" on workstation '{sub.workstation}'" if sub.workstation else ""
+                raise ValueError(f"subscription '{sub.name}'{where} is listed twice")
+            seen.add(triple)
+        return self
+
     @property
     def keys(self) -> tuple[str, ...]:
         """Every customer key accepted in Authorization (the first is the API key)."""
@@ -218,6 +240,12 @@ class Sync(_Model):
     mode: Literal["off", "plan", "apply"] = "plan"
     interval_s: float = Field(300.0, ge=1)
     prune: Literal["managed", "none"] = "managed"
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `mode: off` as the boolean false.
+        return "off" if value is False else value
 
 
 class Log(_Model):

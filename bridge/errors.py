@@ -11,6 +11,7 @@ BridgeError
 ├── SpoolError             the local spool cannot take or give rows
 │   └── SpoolFull          spool.max_events reached, or the disk is full
 └── OpenDentalError        the Open Dental API answered with an error; carries its message
+    └── OpenDentalUnreachable  no answer at all (connection refused, timeouts), retries spent
 """
 
 from __future__ import annotations
@@ -89,3 +90,12 @@ class OpenDentalError(BridgeError):
         super().__init__(f"Open Dental answered {status}: {message}")
         self.status = status
         self.message = message
+
+
+class OpenDentalUnreachable(OpenDentalError):
+    """The Open Dental API could not be reached (connection errors or timeouts, retries spent)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(0, reason)
+        self.args = (f"cannot reach the Open Dental API at {url}: {reason}",)
+        self.url = url

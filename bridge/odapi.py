@@ -1,0 +1,252 @@
+"""Open Dental REST client: ODFHIR auth, pacing per customer key, retries, paging, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from .config import Customer
+from .errors import OpenDentalError, OpenDentalUnreachable
+
+log = logging.getLogger("bridge.odapi")
+
+Sleep = Callable[[float], Awaitable[None]]
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_MAX_MESSAGE = 300
+
+
+class _Retryable(Exception):
+    """A failure worth another try; `retry_after_s` is the server's hint, if any."""
+
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class Pacer:
+    """Spaces calls made with one customer key at least `interval_s` apart (Remote throttling)."""
+
+    def __init__(
+        self,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self._last: float | None = None
+
+    async def wait(self) -> None:
+        """Return when the next call may go out, and book that slot."""
+        async with self._lock:
+            if self._last is not None and self.interval_s > 0:
+                delay = self._last + self.interval_s - self._clock()
+                if delay > 0:
+                    await self._sleep(delay)
+            self._last = self._clock()
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def message_of(text: str) -> str:
+    """Open Dental's error sentence from a body that is plain text or a JSON string/object."""
+    text = text.strip()
+    try:
+        parsed = orjson.loads(text) if text else ""
+    except orjson.JSONDecodeError:
+        parsed = text
+    if isinstance(parsed, dict):
+        parsed = next(
+            (parsed[k] for k in ("message", "Message", "error", "detail") if k in parsed), text
+        )
+    out = str(parsed).strip() or "(no message)"
+    return out if len(out) <= _MAX_MESSAGE else out[: _MAX_MESSAGE - 1] + "…"
+
+
+class OpenDentalClient:
+    """Async client for one office's Open Dental API (Remote, Local API or API Service)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        developer_key: str,
+        customer_key: str,
+        *,
+        min_interval_s: float = 0.0,
+        timeout_s: float = 70.0,
+        page_size: int = 100,
+        max_attempts: int = 6,
+        max_backoff_s: float = 30.0,
+        pacer: Pacer | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._auth = f"ODFHIR {developer_key}/{customer_key}"
+        self.timeout_s = timeout_s
+        self.page_size = page_size
+        self.max_attempts = max_attempts
+        self.max_backoff_s = max_backoff_s
+        self.pacer = pacer or Pacer(min_interval_s, sleep=sleep)
+        self._sleep = sleep
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def for_customer(cls, customer: Customer, **overrides: Any) -> OpenDentalClient:
+        """A client for `customer.api` (pacing and page size follow Remote vs local defaults)."""
+        if customer.api is None:
+            raise OpenDentalError(0, f"customer '{customer.name}' has no api: section")
+        api = customer.api
+        kwargs: dict[str, Any] = {
+            "min_interval_s": api.pacing_s,
+            "timeout_s": api.timeout_s,
+            "page_size": 1000 if api.is_local else 100,
+        }
+        kwargs.update(overrides)
+        return cls(api.url, api.developer_key.get_secret_value(), customer.keys[0], **kwargs)
+
+    def __repr__(self) -> str:
+        return f"OpenDentalClient({self.base_url!r})"  # never the keys
+
+    async def __aenter__(self) -> OpenDentalClient:
+        return self
+
+    async def __aexit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hint = exc.retry_after_s if isinstance(exc, _Retryable) else None
+        backoff = wait_random_exponential(multiplier=0.5, max=self.max_backoff_s)(state)
+        # Honour the server's Retry-After, plus a little jitter so replicas don't stampede.
+        return min(self.max_backoff_s, hint + backoff / 10) if hint is not None else backoff
+
+    async def request(
+        self, method: str, path: str, body: Any = None, params: dict[str, int] | None = None
+    ) -> Any:
+        """One API call with pacing and retries; the parsed JSON answer (None when empty)."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._once(method, path, body, params)
+        except _Retryable as exc:
+            if exc.status:
+                raise OpenDentalError(exc.status, exc.message) from exc
+            raise OpenDentalUnreachable(self.base_url, exc.message) from exc
+        raise AssertionError("unreachable")  # pragma: no cover - reraise=True always raises
+
+    async def _once(self, method: str, path: str, body: Any, params: dict[str, int] | None) -> Any:
+        await self.pacer.wait()
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        headers = {"Authorization": self._auth, "Content-Type": "application/json"}
+        data = orjson.dumps(body) if body is not None else None
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        try:
+            async with self._session.request(
+                method,
+                self.base_url + path,
+                data=data,
+                headers=headers,
+                params=params,
+                timeout=timeout,
+            ) as resp:
+                text = await resp.text(encoding="utf-8", errors="replace")
+                status = resp.status
+                hint = retry_after(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning(
+                "open dental call failed",
+                extra={"method": method, "path": path, "error": type(exc).__name__},
+            )
+            raise _Retryable(0, f"{type(exc).__name__} {exc}".strip()) from exc
+        if status in _RETRY_STATUSES:
+            log.info(
+                "open dental asked to retry",
+                extra={"method": method, "path": path, "status": status},
+            )
+            raise _Retryable(status, message_of(text), hint)
+        if status >= 300:
+            raise OpenDentalError(status, message_of(text))
+        try:
+            return orjson.loads(text) if text.strip() else None
+        except orjson.JSONDecodeError as exc:
+            raise OpenDentalError(status, "answer is not JSON") from exc
+
+    async def list_subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription of this customer key, following Limit/Offset pages."""
+        found: dict[Any, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            params = {"Offset": offset} if offset else None
+            page = await self.request("GET", "/subscriptions", params=params)
+            if not isinstance(page, list):
+                raise OpenDentalError(200, "GET /subscriptions did not answer a list")
+            fresh = [
+                s for s in page if isinstance(s, dict) and s.get("SubscriptionNum") not in found
+            ]
+            for sub in fresh:
+                found[sub.get("SubscriptionNum")] = sub
+            # Paging is undocumented here: ask for more only after a full page of new items,
+            # so a server that ignores Offset can't loop us forever.
+            if len(page) < self.page_size or not fresh:
+                return list(found.values())
+            offset += len(page)
+
+    async def create_subscription(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a subscription; the created object."""
+        out = await self.request("POST", "/subscriptions", body)
+        return out if isinstance(out, dict) else {}
+
+    async def update_subscription(self, num: int, body: dict[str, Any]) -> None:
+        """PUT the given fields of subscription `num` (omitted fields stay)."""
+        await self.request("PUT", f"/subscriptions/{num}", body)
+
+    async def delete_subscription(self, num: int) -> None:
+        """DELETE subscription `num`."""
+        await self.request("DELETE", f"/subscriptions/{num}")
