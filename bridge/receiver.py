@@ -98,13 +98,16 @@ class Receiver:
             for c in config.customers
         }
 
-    def _precheck(self, request: web.Request) -> Customer:
+    def _precheck(self, request: web.Request, labels: dict[str, str] | None = None) -> Customer:
         """What can be refused before reading the body: the key and a declared length."""
         try:
             customer = self.keys.find(request.headers.get("Authorization"))
         except Unauthorized:
             self.metrics.auth_failures.inc()
             raise
+        if labels is not None:
+            # Known from here on, so a 413 is counted against the customer that sent it.
+            labels["customer"] = customer.name
         length = request.content_length
         if length is not None and length > self.limit:
             raise PayloadTooLarge(f"body is larger than {self.limit} bytes")
@@ -134,17 +137,17 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """POST {path}[/{name}]: answer 200 only once every row is durable."""
         started = time.perf_counter()
-        customer_name, type_name, status = "-", "-", 500
+        labels = {"customer": "-", "type": "-"}
+        status = 500
         try:
-            customer = self._precheck(request)
-            customer_name = customer.name
+            customer = self._precheck(request, labels)
             doc = parse(await self._read(request))
             table = opendental.resolve(
                 request.headers.get("Event-Type"),
                 (request.match_info.get("name"), request.query.get("type")),
                 doc,
             )
-            type_name = table.name
+            labels["type"] = table.name
             rows = doc if isinstance(doc, list) else [doc]
             events = normalize.events(
                 self.contexts[customer.name],
@@ -170,11 +173,11 @@ class Receiver:
                 self.metrics.rejected.labels(str(status)).inc()
             log.info(
                 "request refused",
-                extra={"status": status, "reason": exc.reason, "customer": customer_name},
+                extra={"status": status, "reason": exc.reason, "customer": labels["customer"]},
             )
             return error_response(exc, close=status in (401, 413))
         finally:
-            self.metrics.requests.labels(customer_name, type_name, str(status)).inc()
+            self.metrics.requests.labels(labels["customer"], labels["type"], str(status)).inc()
             self.metrics.request_seconds.observe(time.perf_counter() - started)
 
 
