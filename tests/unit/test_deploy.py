@@ -148,3 +148,13 @@ def test_manifests_against_kubernetes_schemas() -> None:
             continue
         for version in ("1.30.0", "1.37.0"):
             kv.validate(doc, version, strict=True)
+
+
+def test_example_config_loads_and_documents_the_security_keys() -> None:
+    example = ROOT / "config.example.yaml"
+    config = configmod.load(example, env={})
+    assert config.listen.auth_failure_limit is not None
+    text = example.read_text()
+    for key in ("auth_failure_limit:", "max_failures:", "window_s:", "max_clients:", "tls:",
+                "allowed_networks:", "redact:", "fields:", "extra_keys:"):  # fmt: skip
+        assert key in text, key
