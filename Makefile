@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,fast]'
+	$(BIN)/python -m pip install -q -e '.[dev,fast,deploy]'
 	touch $(STAMP)
 
 run: $(STAMP)

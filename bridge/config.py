@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -35,11 +38,36 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _network(entry: str) -> str:
+    """One allowed_networks entry: an address or a CIDR network, with a hint for host bits."""
+    text = entry.strip()
+    try:
+        ipaddress.ip_network(text)
+    except ValueError:
+        meant = None
+        with suppress(ValueError):
+            meant = ipaddress.ip_network(text, strict=False)
+        if meant is not None:
+            raise ValueError(f"'{entry}' has host bits set; did you mean {meant}?") from None
+        raise ValueError(
+            f"'{entry}' is not an IP address or CIDR network (e.g. 192.0.2.0/24)"
+        ) from None
+    return text
+
+
 class Tls(_Model):
     """Serve HTTPS with this certificate chain and private key (PEM files)."""
 
     cert: Path
     key: Path
+
+
+class AuthFailureLimit(_Model):
+    """Failed-authentication rate limit per client address (the TCP peer)."""
+
+    max_failures: int = Field(20, ge=1)
+    window_s: float = Field(60.0, gt=0, le=86_400)
+    max_clients: int = Field(10_000, ge=1)  # addresses remembered at once (bounded memory)
 
 
 class Listen(_Model):
@@ -51,6 +79,7 @@ class Listen(_Model):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_concurrent_requests: int = Field(512, ge=1)
     tls: Tls | None = None
+    auth_failure_limit: AuthFailureLimit | None = AuthFailureLimit()
 
     @field_validator("path")
     @classmethod
@@ -179,6 +208,9 @@ class Customer(_Model):
     extra_keys: tuple[SecretStr, ...] = ()
     timezone: str | None = None
     normalize: bool = True
+    allowed_networks: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
+    redact: tuple[str, ...] = ()
+    fields: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
     api: Api | None = None
     subscriptions: tuple[Subscription, ...] = ()
 
@@ -219,6 +251,33 @@ class Customer(_Model):
                 raise ValueError(f"subscription '{sub.name}'{where} is listed twice")
             seen.add(triple)
         return self
+
+    @field_validator("redact")
+    @classmethod
+    def _redact(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not entry.strip():
+                raise ValueError("field names must not be empty")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
+        seen: set[str] = set()
+        for name, allowed in value.items():
+            if not _WORD.fullmatch(name):
+                raise ValueError(f"'{name}' is not a table or event name")
+            if name.lower() in seen:
+                raise ValueError(f"'{name}' is listed twice")
+            seen.add(name.lower())
+            if any(not field.strip() for field in allowed):
+                raise ValueError(f"{name}: field names must not be empty")
+        return value
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """allowed_networks parsed; empty means every address may post."""
+        return tuple(ipaddress.ip_network(entry) for entry in self.allowed_networks)
 
     @property
     def keys(self) -> tuple[str, ...]:

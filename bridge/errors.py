@@ -5,7 +5,9 @@ BridgeError
 ├── RequestError           a webhook we refuse; carries the HTTP status and a short reason
 │   ├── BadRequest         400: not UTF-8 JSON, or not an object / array of objects
 │   ├── Unauthorized       401: missing or unknown customer key
+│   ├── Forbidden          403: a valid key from outside the customer's allowed_networks
 │   ├── PayloadTooLarge    413: over listen.max_body_bytes
+│   ├── TooManyRequests    429: too many failed authentications from this address lately
 │   └── Unavailable        503: neither the broker nor the spool can take the rows
 ├── PublishError           the broker did not confirm (nack, return, timeout, closed channel)
 ├── SpoolError             the local spool cannot take or give rows
@@ -49,6 +51,22 @@ class Unauthorized(RequestError):
     """401: missing or unknown customer key."""
 
     status = 401
+
+
+class Forbidden(RequestError):
+    """403: a valid key, sent from an address outside the customer's allowed_networks."""
+
+    status = 403
+
+
+class TooManyRequests(RequestError):
+    """429: this client address failed authentication too often; retry after `retry_after_s`."""
+
+    status = 429
+
+    def __init__(self, reason: str, retry_after_s: int = 60) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
 
 
 class PayloadTooLarge(RequestError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from functools import lru_cache
@@ -26,7 +27,11 @@ class Context:
     zone: tzinfo
     normalize: bool = True
     routing_template: str = "{customer}.{clinic}.{workstation}"
+    # Field names removed from every row's data, lower-cased: matched ignoring case so that
+    # `ssn` also removes `SSN` (a redaction list should fail towards removing, not leaking).
     redact: frozenset[str] = field(default_factory=frozenset)
+    # Lower-cased type name → the only field names kept in data (exact case), for that type.
+    fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -70,13 +75,39 @@ def value(raw: Any, zone: tzinfo) -> Any:
     return raw
 
 
-def row_data(row: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """The `data` of one row: every key kept (case-twins included), values normalized."""
+def kept_fields(ctx: Context, table: Table) -> frozenset[str] | None:
+    """The allowlist of `data` fields for this type (key and change columns always), or None."""
+    listed = ctx.fields.get(table.name.lower())
+    if listed is None:
+        return None
+    # Consumers need the key and change time to make sense of a row, whatever the list says.
+    always = set(table.change_columns)
+    if table.primary_key:
+        always.add(table.primary_key)
+    return listed | always
+
+
+def row_data(
+    row: dict[str, Any], ctx: Context, keep: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """The `data` of one row: every key kept (case-twins included), values normalized.
+
+    `ctx.redact` and `keep` (from kept_fields) remove fields; redaction wins over the allowlist.
+    """
     zone = ctx.zone
     redact = ctx.redact
+    if redact or keep is not None:
+        items = [
+            (k, v)
+            for k, v in row.items()
+            if (keep is None or k in keep) and not (redact and k.lower() in redact)
+        ]
+        if not ctx.normalize:
+            return dict(items)
+        return {k: value(v, zone) for k, v in items}
     if not ctx.normalize:
-        return {k: v for k, v in row.items() if k not in redact} if redact else row
-    return {k: value(v, zone) for k, v in row.items() if k not in redact}
+        return row
+    return {k: value(v, zone) for k, v in row.items()}
 
 
 def _uuid(material: bytes) -> str:
@@ -119,6 +150,7 @@ def events(
 ) -> list[Event]:
     """One Event per row, in order."""
     now = received_time(received_at, ctx.zone)
+    keep = kept_fields(ctx, table)
     out: list[Event] = []
     for row in rows:
         key = row.get(table.primary_key) if table.primary_key else None
@@ -142,7 +174,9 @@ def events(
                 customer=ctx.customer,
                 workstation=workstation,
                 clinic=clinic,
-                data=row_data(row, ctx),
+                # Ids, subjects and routing above come from the raw row: redaction and the
+                # allowlist shape only what consumers see, never how duplicates are recognized.
+                data=row_data(row, ctx, keep),
                 routing_key=routing_key(ctx.routing_template, ctx.customer, clinic, workstation),
                 received_at=received_at,
             )

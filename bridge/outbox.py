@@ -26,6 +26,7 @@ class Outbox:
         self.spool = spool
         self.metrics = metrics
         self.wake = asyncio.Event()  # set when the drainer has something to do
+        self.spooling = False  # True from the first spooled row until the spool is empty again
 
     @property
     def ready(self) -> bool:
@@ -47,12 +48,17 @@ class Outbox:
             await self.publisher.publish(messages)
             return
         # While anything waits in the spool, new rows queue behind it: order across an outage.
+        if spool.size == 0 and self.spooling:
+            self.spooling = False
+            log.info("spool drained; publishing directly again")
         if spool.size == 0 and self.publisher.ready:
             try:
                 await self.publisher.publish(messages)
                 return
             except PublishError as exc:
-                log.warning("broker did not confirm; spooling", extra={"error": str(exc)})
+                if not self.spooling:  # one line per outage, not one per request
+                    log.warning("broker did not confirm; spooling", extra={"error": str(exc)})
+        self.spooling = True
         await spool.append(messages)
         self.metrics.rows_spooled.inc(len(messages))
         self.metrics.spool_depth.set(spool.size)

@@ -34,6 +34,7 @@ BROKER_ERRORS = (
     ConnectionError,
     TimeoutError,
     RuntimeError,  # aiormq raises it for a channel or connection in an invalid state
+    StopAsyncIteration,  # aiormq, when the peer closes during the handshake
 )
 
 
@@ -103,7 +104,7 @@ class AmqpPublisher:
         """Connect and declare the topology; if the broker is down, retry in the background."""
         try:
             await self._connect()
-        except BROKER_ERRORS as exc:
+        except Exception as exc:  # any failure to connect means "try again later", never a crash
             if wait:
                 raise PublishError(f"cannot reach RabbitMQ: {type(exc).__name__}") from exc
             log.warning("broker unreachable at start (%s); retrying", type(exc).__name__)
@@ -115,7 +116,7 @@ class AmqpPublisher:
             await asyncio.sleep(delay)
             try:
                 await self._connect()
-            except BROKER_ERRORS as exc:
+            except Exception as exc:  # task boundary: keep trying whatever the broker did
                 delay = min(delay * 2, 5.0)
                 log.warning("broker still unreachable (%s)", type(exc).__name__)
             else:

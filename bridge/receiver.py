@@ -6,25 +6,29 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.web_urldispatcher import _default_expect_handler
 
-from . import normalize, opendental
+from . import access, normalize, opendental
 from .config import Config, Customer
 from .errors import (
     BadRequest,
+    Forbidden,
     PayloadTooLarge,
     PublishError,
     RequestError,
     SpoolError,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
 from .events import encode
+from .log import request_id as current_request_id
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .publisher import Publisher
@@ -38,6 +42,9 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 CONFIG_KEY = web.AppKey("config", Config)
 PUBLISHER_KEY = web.AppKey("publisher", Publisher)
 METRICS_KEY = web.AppKey("metrics", Metrics)
+REQUEST_ID_HEADER = "X-Request-Id"
+# Refusals answered before the body was read: the connection is closed instead of drained.
+_UNREAD_BODY = (401, 403, 413, 429)
 
 
 class Keys:
@@ -97,29 +104,78 @@ class Receiver:
                 zone=c.zone,
                 normalize=c.normalize,
                 routing_template=config.amqp.routing_key,
+                redact=frozenset(name.lower() for name in c.redact),
+                fields={t.lower(): frozenset(names) for t, names in c.fields.items()},
             )
             for c in config.customers
         }
+        self.networks = {c.name: c.networks for c in config.customers}
+        limit = config.listen.auth_failure_limit
+        self.limiter = access.AuthLimiter(limit) if limit is not None else None
 
-    def _precheck(self, request: web.Request) -> Customer:
-        """What can be refused before reading the body: the key and a declared length."""
+    def _precheck(self, request: web.Request, labels: dict[str, str] | None = None) -> Customer:
+        """What can be refused before reading the body: rate limit, key, network, length."""
+        # The TCP peer: behind a reverse proxy that is the proxy (X-Forwarded-For is not
+        # trusted, anyone can send it), see docs on allowed_networks and the limiter.
+        peer = request.remote
+        client = access.client_bucket(peer)
+        if self.limiter is not None:
+            wait = self.limiter.retry_after(client)
+            if wait is not None:
+                # No key comparison at all: a guesser learns nothing while blocked.
+                raise TooManyRequests(
+                    "too many failed authentications from this address; retry later", wait
+                )
         try:
             customer = self.keys.find(request.headers.get("Authorization"))
         except Unauthorized:
             self.metrics.auth_failures.inc()
+            if self.limiter is not None:
+                self.limiter.failed(client)
             raise
+        if labels is not None:
+            # Known from here on, so a 403 or 413 is counted against the customer that sent it.
+            labels["customer"] = customer.name
+        networks = self.networks[customer.name]
+        if networks and not access.allowed(networks, peer):
+            raise Forbidden(f"this customer key is not accepted from {peer or 'this address'}")
+        if self.limiter is not None:
+            self.limiter.succeeded(client)
         length = request.content_length
         if length is not None and length > self.limit:
             raise PayloadTooLarge(f"body is larger than {self.limit} bytes")
         return customer
 
+    def _refused(self, request: web.Request, exc: RequestError, labels: dict[str, str]) -> None:
+        """Count and log one refusal (never the body, never the key)."""
+        if exc.status != 503:
+            self.metrics.rejected.labels(str(exc.status)).inc()
+        level = logging.WARNING if exc.status in (403, 429, 503) else logging.INFO
+        log.log(
+            level,
+            "request refused",
+            extra={
+                "status": exc.status,
+                "reason": exc.reason,
+                "customer": labels["customer"],
+                "client": request.remote or "-",
+            },
+        )
+
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: refuse a bad key or size before the client uploads."""
+        # Not reset on purpose: the handler that follows in this task keeps the same id.
+        rid = current_request_id.get() or access.request_id(request.headers.get(REQUEST_ID_HEADER))
+        current_request_id.set(rid)
+        labels = {"customer": "-", "type": "-"}
         try:
-            self._precheck(request)
+            self._precheck(request, labels)
         except RequestError as exc:
-            self.metrics.rejected.labels(str(exc.status)).inc()
-            return error_response(exc, close=True)
+            self._refused(request, exc, labels)
+            self.metrics.requests.labels(labels["customer"], "-", str(exc.status)).inc()
+            response = error_response(exc, close=True)
+            response.headers[REQUEST_ID_HEADER] = rid
+            return response
         await _default_expect_handler(request)
         return None
 
@@ -137,11 +193,11 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """POST {path}[/{name}]: answer 200 only once every row is durable."""
         started = time.perf_counter()
-        customer_name, type_name, status = "-", "-", 500
+        labels = {"customer": "-", "type": "-"}
+        status = 500
         self.active += 1
         try:
-            customer = self._precheck(request)
-            customer_name = customer.name
+            customer = self._precheck(request, labels)
             if self.active > self.max_active:
                 # Bounded work in flight: a fast 503 beats buffering without limit.
                 raise Unavailable("too many requests in flight; retry later", retry_after_s=1)
@@ -151,7 +207,7 @@ class Receiver:
                 (request.match_info.get("name"), request.query.get("type")),
                 doc,
             )
-            type_name = table.name
+            labels["type"] = table.name
             rows = doc if isinstance(doc, list) else [doc]
             events = normalize.events(
                 self.contexts[customer.name],
@@ -170,19 +226,23 @@ class Receiver:
             if messages:
                 self.metrics.rows_published.labels(customer.name, table.name).inc(len(messages))
             status = 200
+            log.debug(
+                "request accepted",
+                extra={
+                    "customer": customer.name,
+                    "type": table.name,
+                    "rows": len(messages),
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
             return web.json_response({"accepted": len(messages)}, dumps=_dumps)
         except RequestError as exc:
             status = exc.status
-            if status != 503:
-                self.metrics.rejected.labels(str(status)).inc()
-            log.info(
-                "request refused",
-                extra={"status": status, "reason": exc.reason, "customer": customer_name},
-            )
-            return error_response(exc, close=status in (401, 413))
+            self._refused(request, exc, labels)
+            return error_response(exc, close=status in _UNREAD_BODY)
         finally:
             self.active -= 1
-            self.metrics.requests.labels(customer_name, type_name, str(status)).inc()
+            self.metrics.requests.labels(labels["customer"], labels["type"], str(status)).inc()
             self.metrics.request_seconds.observe(time.perf_counter() - started)
 
 
@@ -193,12 +253,34 @@ def _dumps(obj: Any) -> str:
 def error_response(exc: RequestError, *, close: bool = False) -> web.Response:
     """`{"error": reason}` with the error's status; Retry-After on 503."""
     response = web.json_response({"error": exc.reason}, status=exc.status, dumps=_dumps)
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable | TooManyRequests):
         response.headers["Retry-After"] = str(exc.retry_after_s)
     if close:
         # The body was not read: close rather than drain megabytes we will never use.
         response.force_close()
     return response
+
+
+@contextmanager
+def request_context(request: web.Request) -> Iterator[str]:
+    """Bind the request's id (the caller's X-Request-Id if safe, else new) to its log lines."""
+    # aiohttp runs each request in a task of its own, and the expect handler in that same
+    # task before the middlewares: an id already set here is this request's, never another's.
+    rid = current_request_id.get() or access.request_id(request.headers.get(REQUEST_ID_HEADER))
+    token = current_request_id.set(rid)
+    try:
+        yield rid
+    finally:
+        current_request_id.reset(token)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer carries X-Request-Id; every log line of the request carries request_id."""
+    with request_context(request) as rid:
+        response = await handler(request)
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
 
 
 @web.middleware
@@ -225,7 +307,8 @@ def build_app(
     metrics = metrics or Metrics()
     receiver = Receiver(config, publisher, metrics)
     app = web.Application(
-        middlewares=[errors_middleware], client_max_size=config.listen.max_body_bytes
+        middlewares=[request_id_middleware, errors_middleware],
+        client_max_size=config.listen.max_body_bytes,
     )
     app[CONFIG_KEY] = config
     app[PUBLISHER_KEY] = publisher

@@ -130,7 +130,12 @@ def serve(config: Config, *, log_format: str | None = None, log_level: str | Non
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            try:
+                loop.add_signal_handler(signum, stop.set)
+            except NotImplementedError:
+                # Windows (run as a service by WinSW/NSSM, stopped with Ctrl-C): no loop
+                # signal handlers there, so set the event from a plain handler instead.
+                signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
         await run(config, stop)
 
     asyncio.run(main())

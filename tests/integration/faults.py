@@ -97,11 +97,21 @@ class Ledger:
 
     async def all_arrived(self, timeout: float = 30) -> None:
         """Await every acked row at the consumer."""
-        await self.until(lambda: not self.missing(), self.arrived, timeout)
+        try:
+            await self.until(lambda: not self.missing(), self.arrived, timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"{len(self.missing())} of {len(self.acked)} acked rows missing after {timeout} s"
+            ) from None
 
     async def answered(self, count: int, timeout: float = 30) -> None:
         """Await `count` answered requests in total."""
-        await self.until(lambda: sum(self.answers.values()) >= count, self.progress, timeout)
+        try:
+            await self.until(lambda: sum(self.answers.values()) >= count, self.progress, timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"only {dict(self.answers)} answers after {timeout} s, wanted {count}"
+            ) from None
 
 
 async def client(

@@ -221,11 +221,21 @@ async def start_bridge(config: Path) -> asyncio.subprocess.Process:
 
     async def listening() -> None:
         assert process.stderr is not None
-        while b'"listening"' not in await process.stderr.readline():
-            if process.returncode is not None:
-                raise AssertionError("bridge exited")
+        seen: list[bytes] = []
+        while b'"listening"' not in (line := await process.stderr.readline()):
+            if not line:
+                raise AssertionError(f"bridge exited: {b''.join(seen[-5:]).decode()}")
+            seen.append(line)
 
     await asyncio.wait_for(listening(), 20)
+
+    async def discard() -> None:  # a full stderr pipe would stall the bridge's logging
+        assert process.stderr is not None
+        while await process.stderr.read(65536):
+            pass
+
+    drain = asyncio.create_task(discard())
+    process._discard = drain  # type: ignore[attr-defined]  # keep a reference until exit
     return process
 
 

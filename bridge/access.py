@@ -1,0 +1,130 @@
+"""Who may post: failed-authentication rate limit per client address, allowed networks, ids."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from .config import AuthFailureLimit
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_V = TypeVar("_V")
+
+# A request id we are willing to echo and log: short, and nothing that could carry a body.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# One IPv6 host usually owns a whole /64; counting per /64 stops an attacker from cycling
+# through addresses of its own prefix to dodge the limit (and to flush the table).
+_IPV6_BUCKET_PREFIX = 64
+
+
+def parse_address(peer: str | None) -> Address | None:
+    """The peer's IP address (IPv4-mapped IPv6 as IPv4), or None when it is not an IP."""
+    if not peer:
+        return None
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def allowed(networks: Iterable[Network], peer: str | None) -> bool:
+    """True when the peer address lies in one of the networks (a non-IP peer never does)."""
+    address = parse_address(peer)
+    if address is None:
+        return False
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def client_bucket(peer: str | None) -> str:
+    """The rate-limit key of a peer: its IPv4 address, or its IPv6 /64."""
+    address = parse_address(peer)
+    if address is None:
+        return peer or "-"
+    if isinstance(address, ipaddress.IPv6Address):
+        net = ipaddress.IPv6Network((address, _IPV6_BUCKET_PREFIX), strict=False)
+        return str(net)
+    return str(address)
+
+
+def request_id(incoming: str | None) -> str:
+    """The caller's X-Request-Id when it is a short safe token, else a fresh random one."""
+    if incoming and _SAFE_ID.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class AuthLimiter:
+    """Counts failed authentications per client in a fixed window; memory capped at max_clients.
+
+    A client that authenticated correctly within the last window is never blocked: behind NAT
+    one misconfigured workstation must not lock out the office's good ones. A blocked client
+    gets 429 without its key being compared, so it cannot keep guessing at full speed.
+    """
+
+    def __init__(
+        self, settings: AuthFailureLimit, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_failures = settings.max_failures
+        self.window_s = settings.window_s
+        self.max_clients = settings.max_clients
+        self._clock = clock
+        # client → [window start, failures]; oldest-touched first so eviction is LRU.
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        # client → monotonic time until which it counts as known-good.
+        self._good: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._failures) + len(self._good)
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds this client must wait before its key is looked at again, or None."""
+        now = self._clock()
+        good_until = self._good.get(client)
+        if good_until is not None:
+            if good_until > now:
+                return None
+            del self._good[client]
+        entry = self._failures.get(client)
+        if entry is None:
+            return None
+        start, count = entry
+        if now - start >= self.window_s:
+            del self._failures[client]
+            return None
+        if count < self.max_failures:
+            return None
+        return max(1, math.ceil(start + self.window_s - now))
+
+    def failed(self, client: str) -> None:
+        """Record one failed authentication from this client."""
+        now = self._clock()
+        entry = self._failures.get(client)
+        if entry is None or now - entry[0] >= self.window_s:
+            self._failures[client] = [now, 1]
+        else:
+            entry[1] += 1
+        self._failures.move_to_end(client)
+        _trim(self._failures, self.max_clients)
+
+    def succeeded(self, client: str) -> None:
+        """Record a correct authentication: forget its failures and trust it for a window."""
+        self._failures.pop(client, None)
+        self._good[client] = self._clock() + self.window_s
+        self._good.move_to_end(client)
+        _trim(self._good, self.max_clients)
+
+
+def _trim(table: OrderedDict[str, _V], cap: int) -> None:
+    """Forget the least recently touched clients beyond the cap (bounded memory)."""
+    while len(table) > cap:
+        table.popitem(last=False)

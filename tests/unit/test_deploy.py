@@ -1,0 +1,168 @@
+"""Cheap, deterministic checks of deploy/: YAML parses, probes, hardening, non-root images."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge import config as configmod
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+UNIT = DEPLOY / "systemd" / "od-bridge.service"
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+ENV = {"AMQP_URL": "amqp://u:p@rabbitmq:5672/", "OD_CUSTOMER_KEY": "k", "OD_DEVELOPER_KEY": "d"}
+
+
+def k8s_docs() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def by_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in k8s_docs() if d.get("kind") == kind]
+
+
+def test_every_manifest_has_the_basics() -> None:
+    kinds = {d["kind"] for d in k8s_docs()}
+    assert {"ConfigMap", "Secret", "Service", "StatefulSet", "PodDisruptionBudget"} <= kinds
+    for doc in k8s_docs():
+        if doc["kind"] == "Kustomization":
+            continue
+        assert doc["apiVersion"] and doc["metadata"]["name"], doc["kind"]
+
+
+def test_workload_probes_security_and_spool() -> None:
+    (sts,) = by_kind("StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    # The spool lives on the pod's own claim; the config comes from the ConfigMap.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert mounts[claim["metadata"]["name"]] == "/var/lib/od-bridge"
+    assert container["envFrom"][0]["secretRef"]["name"] == by_kind("Secret")[0]["metadata"]["name"]
+    # Selectors line up: Services and the PDB pick the StatefulSet's pods.
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    for svc in by_kind("Service"):
+        assert svc["spec"]["selector"].items() <= labels.items()
+    (pdb,) = by_kind("PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert sts["spec"]["serviceName"] in {s["metadata"]["name"] for s in by_kind("Service")}
+
+
+def test_embedded_configs_load() -> None:
+    (cm,) = by_kind("ConfigMap")
+    k8s = configmod.parse(cm["data"]["config.yaml"], env=ENV)
+    assert str(k8s.spool.path).startswith("/var/lib/od-bridge/")
+    compose = configmod.load(DEPLOY / "docker" / "config.yaml", env=ENV)
+    assert str(compose.spool.path).startswith("/var/lib/od-bridge/")
+
+
+def test_compose_file() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:3-management")
+    assert services["emulator"]["command"][:1] == ["emulate"]
+    bridge = services["bridge"]
+    assert bridge["command"][0] == "serve"
+    assert "emulator:30223" in bridge["environment"]["OD_API_URL"]
+    assert bridge["read_only"] is True
+
+
+def test_dockerfile_is_slim_non_root_and_health_checked() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM python:3\.11-slim\s*$", text, re.M)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    health = re.search(r"^HEALTHCHECK .*\n(?:.*\\\n)*.*", text, re.M)
+    assert health and "/healthz" in text and "python" in health.group(0)
+    assert "curl" not in health.group(0)
+
+
+def _unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(UNIT.read_text())
+    return parser
+
+
+def test_systemd_unit_hardening() -> None:
+    service = _unit()["Service"]
+    assert service["User"] == "od-bridge"
+    assert service["ProtectSystem"] == "strict"
+    assert service["StateDirectory"] == "od-bridge"
+    for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices",
+                "RestrictSUIDSGID", "LockPersonality"):  # fmt: skip
+        assert service[key] == "yes", key
+    assert service["CapabilityBoundingSet"] == ""
+    assert "serve" in service["ExecStart"]
+
+
+def test_systemd_analyze_verify_and_exposure(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("systemd-analyze is missing (.ci/run installs Debian's systemd)")
+        pytest.skip("systemd-analyze not installed (apt-get install systemd)")
+    # verify insists that ExecStart exists: point it at this venv's entry point.
+    exe = Path(sys.executable).with_name("od-bridge")
+    unit = tmp_path / "od-bridge.service"
+    unit.write_text(UNIT.read_text().replace("/opt/od-bridge/venv/bin/od-bridge", str(exe)))
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--threshold=20", str(unit)],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert security.returncode == 0, security.stdout[-500:]
+    exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)
+    assert exposure and float(exposure.group(1)) <= 2.0, security.stdout[-300:]
+
+
+def test_manifests_against_kubernetes_schemas() -> None:
+    kv = (
+        pytest.importorskip(
+            "kubernetes_validate", reason="pip install -e '.[deploy]' for the schema check"
+        )
+        if os.environ.get("CI") != "true"
+        else __import__("kubernetes_validate")
+    )
+    for doc in k8s_docs():
+        if doc["kind"] == "Kustomization":
+            continue
+        for version in ("1.30.0", "1.37.0"):
+            kv.validate(doc, version, strict=True)
+
+
+def test_example_config_loads_and_documents_the_security_keys() -> None:
+    example = ROOT / "config.example.yaml"
+    config = configmod.load(example, env={})
+    assert config.listen.auth_failure_limit is not None
+    text = example.read_text()
+    for key in ("auth_failure_limit:", "max_failures:", "window_s:", "max_clients:", "tls:",
+                "allowed_networks:", "redact:", "fields:", "extra_keys:"):  # fmt: skip
+        assert key in text, key
