@@ -20,7 +20,7 @@ from .emulator_api import STAMP, Gate, Subscriptions, answer, routes
 from .emulator_rows import DEFAULT_TABLES, Counters, Office, Row
 from .opendental import table
 
-log = logging.getLogger("bridge.emulator")
+log = logging.getLogger("od_bridge.emulator")
 DOC_DEVELOPER_KEY = "NFF6i0KrXrxDkZHt"  # the public test keys from Open Dental's docs
 DOC_CUSTOMER_KEY = "VzkmZEaUWOjnQX2z"
 

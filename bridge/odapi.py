@@ -23,7 +23,7 @@ from tenacity import (
 from .config import Customer
 from .errors import OpenDentalError, OpenDentalUnreachable
 
-log = logging.getLogger("bridge.odapi")
+log = logging.getLogger("od_bridge.odapi")
 
 Sleep = Callable[[float], Awaitable[None]]
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

@@ -18,6 +18,7 @@ from .outbox import Drainer, Outbox
 from .publisher import AmqpPublisher
 from .receiver import build_app
 from .spool import Spool
+from .syncloop import SyncLoop, SyncResult
 
 log = logging.getLogger("od_bridge.service")
 
@@ -43,9 +44,24 @@ class Service:
         )
         # A (re)connected broker is the drainer's cue: no need to wait out its backoff.
         self.publisher.on_ready.append(self.outbox.wake.set)
+        self.syncer = SyncLoop(config, on_result=self._count_sync)
+        self._sync_stop = asyncio.Event()
+        self.synced = asyncio.Event()  # set after each customer's sync pass (tests await it)
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._sync_task: asyncio.Task[None] | None = None
+
+    def _count_sync(self, result: SyncResult, leader: bool) -> None:
+        """Syncer results as metrics: pending drift per customer, applied actions by outcome."""
+        if result.plan is not None:
+            self.metrics.sync_drift.labels(result.customer).set(len(result.plan.pending))
+        if result.error is not None:
+            self.metrics.sync_results.labels(result.customer, "list", "failed").inc()
+        for outcome in result.outcomes:
+            state = "ok" if outcome.ok else "failed"
+            self.metrics.sync_results.labels(result.customer, outcome.action.op, state).inc()
+        self.synced.set()
 
     def _ssl(self) -> ssl.SSLContext | None:
         tls = self.config.listen.tls
@@ -68,6 +84,7 @@ class Service:
         await self.publisher.start(wait=False)
         if self.drainer is not None:
             self._tasks.append(asyncio.create_task(self.drainer.run(), name="spool-drainer"))
+        self._sync_task = asyncio.create_task(self.syncer.run(self._sync_stop), name="syncer")
         app = build_app(self.config, self.outbox, self.metrics, ready=self.outbox.state)
         self.runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
@@ -94,6 +111,14 @@ class Service:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        self._sync_stop.set()
+        if self._sync_task is not None:
+            # Let a pass in progress finish briefly; a slow Open Dental must not hold up the stop.
+            done, _ = await asyncio.wait({self._sync_task}, timeout=DRAIN_ON_STOP_S)
+            if not done:
+                self._sync_task.cancel()
+                await asyncio.gather(self._sync_task, return_exceptions=True)
+                await self.syncer.aclose()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

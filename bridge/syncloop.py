@@ -19,7 +19,7 @@ from .errors import OpenDentalError
 from .odapi import OpenDentalClient
 from .syncer import Outcome, Plan, apply, desired, plan
 
-log = logging.getLogger("bridge.syncer")
+log = logging.getLogger("od_bridge.syncer")
 ClientFactory = Callable[[Customer], OpenDentalClient]
 
 
