@@ -148,6 +148,8 @@ class Drainer:
                         "spool drain waiting for the broker",
                         extra={"error": str(exc), "depth": self.spool.size, "retry_in_s": backoff},
                     )
+                except Exception as exc:  # task boundary: the drainer must outlive any surprise
+                    log.error("spool drain failed", extra={"error": type(exc).__name__})
             await self._pause(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
 

@@ -265,9 +265,11 @@ class AmqpPublisher:
         results = await asyncio.gather(
             *(self._publish_one(channel, m, timeout) for m in pending), return_exceptions=True
         )
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError  # we are being cancelled: not a broker failure
         for index, result in enumerate(results):
-            if isinstance(result, asyncio.CancelledError):
-                raise result
+            # A CancelledError here is aiormq cancelling a publish on a closing channel.
             if isinstance(result, BaseException):
                 # Retry from the first failure on: later rows may be republished (duplicates are
                 # harmless, ids dedupe) but their last copies arrive in request order.
