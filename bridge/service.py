@@ -55,7 +55,13 @@ class Service:
     def _count_sync(self, result: SyncResult, leader: bool) -> None:
         """Syncer results as metrics: pending drift per customer, applied actions by outcome."""
         if result.plan is not None:
-            self.metrics.sync_drift.labels(result.customer).set(len(result.plan.pending))
+            # After an apply, what is still pending is what failed.
+            pending = (
+                sum(not o.ok for o in result.outcomes)
+                if result.applied
+                else len(result.plan.pending)
+            )
+            self.metrics.sync_drift.labels(result.customer).set(pending)
         if result.error is not None:
             self.metrics.sync_results.labels(result.customer, "list", "failed").inc()
         for outcome in result.outcomes:

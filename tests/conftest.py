@@ -16,6 +16,7 @@ import pytest
 
 from bridge.config import Config, parse
 from bridge.opendental import KNOWN_TABLES
+from tests.proxy import Proxy
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -58,6 +59,14 @@ customers:
     return parse(text, env={})
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a bridge that must know its URL up front)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def broker_available() -> bool:
     """True if something accepts TCP on the broker's port."""
     host, port = "127.0.0.1", 5672
@@ -76,6 +85,15 @@ def need_broker() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail("RabbitMQ is not reachable on 127.0.0.1:5672 (required under CI=true)")
     pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
+
+
+@pytest.fixture
+async def proxy(need_broker: None) -> AsyncIterator[Proxy]:
+    """A TCP proxy in front of the broker, for cutting, stalling and refusing connections."""
+    p = Proxy()
+    await p.start()
+    yield p
+    await p.close()
 
 
 @pytest.fixture

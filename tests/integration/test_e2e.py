@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,18 +15,12 @@ from bridge.cli import main
 from bridge.config import load
 from bridge.emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 from bridge.service import Service
+from tests.conftest import free_port
 from tests.proxy import Proxy
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 28, 8, 0, 0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -68,14 +61,6 @@ sync: {{mode: off}}
 log: {{level: WARNING}}
 """)
         yield Office(emulator, clock, config)
-
-
-@pytest.fixture
-async def proxy(need_broker: None) -> AsyncIterator[Proxy]:
-    p = Proxy()
-    await p.start()
-    yield p
-    await p.close()
 
 
 async def sync_apply(config: Path) -> None:

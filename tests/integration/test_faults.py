@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import aiohttp
 import pytest
 
 from bridge.service import Service
+from tests.conftest import free_port
 from tests.integration.faults import (
     Consumer,
     Ledger,
@@ -26,14 +26,6 @@ from tests.integration.faults import (
 from tests.proxy import Proxy
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def proxy(need_broker: None) -> AsyncIterator[Proxy]:
-    p = Proxy()
-    await p.start()
-    yield p
-    await p.close()
 
 
 @pytest.fixture
@@ -194,13 +186,6 @@ async def test_spool_full_answers_503_and_loses_nothing(
     finally:
         await service.stop()
     check("spool full", ledger)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def start_bridge(config: Path) -> asyncio.subprocess.Process:
