@@ -1,4 +1,4 @@
-"""The README's configuration reference and config.example.yaml cannot drift from the model."""
+"""README.md cannot drift: its config reference, example event and consumer are checked."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
+from bridge import normalize, opendental
 from bridge.config import Config, expand
+from bridge.events import encode
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -166,3 +170,22 @@ def test_readme_consumer_is_the_tested_example() -> None:
     assert lines
     stray = [line for line in lines if line not in example.splitlines()]
     assert not stray, f"README consumer lines not in examples/consumer.py: {stray}"
+
+
+def test_readme_cloudevent_is_what_the_bridge_encodes() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### The CloudEvent (body)", 1)[1]
+    shown = orjson.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    delivery = orjson.loads((ROOT / "tests/fixtures/samples/appointment.json").read_bytes())
+    headers = delivery["headers"]
+    ctx = normalize.Context(customer="main-office", zone=ZoneInfo("America/Chicago"))
+    table = opendental.resolve(headers["Event-Type"], (), delivery["body"])
+    [first, _] = normalize.events(ctx, table, headers["Workstation"], delivery["body"], 0.0)
+    message = encode(first, "opendental")
+    assert orjson.loads(message.body) == shown
+    assert list(shown) == list(orjson.loads(message.body))
+    assert (message.exchange, message.routing_key) == (
+        "opendental.db.appointment",
+        "main-office.0.OD-SERVER",
+    )
+    assert "`main-office.0.OD-SERVER`" in section.split("```json", 1)[0]
