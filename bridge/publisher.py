@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
-from aiormq.abc import AbstractChannel
+from aiormq.abc import AbstractChannel, ChannelFrame
 from pamqp import commands as spec
 from tenacity import (
     AsyncRetrying,
@@ -81,6 +84,113 @@ def properties(message: Message) -> spec.Basic.Properties:
     )
 
 
+# --- wire encoding of one publish (AMQP 0-9-1 Basic.Publish + content header + body) ---------
+# Encoded here rather than through pamqp's generic marshaller: this is the hot path (three
+# frames per row). tests compare these bytes with pamqp's for the same message.
+_FRAME_END = b"\xce"
+_FRAME_HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
+_PUBLISH_ID = struct.pack(">HHH", 60, 40, 0)  # Basic.Publish, reserved-1
+_HEADER_ID = struct.pack(">HH", 60, 0)  # Basic class, weight
+# Property flags: content_type, delivery_mode, message_id, timestamp, type, app_id.
+_FLAGS = 0x8000 | 0x1000 | 0x0080 | 0x0040 | 0x0020 | 0x0008
+_CONTENT_TYPE = bytes([len(CONTENT_TYPE)]) + CONTENT_TYPE.encode()
+_APP_ID = bytes([len(APP_ID)]) + APP_ID.encode()
+_SIZE_FLAGS = struct.Struct(">QH")
+_TIMESTAMP = struct.Struct(">Q")
+
+
+def _shortstr(value: str) -> bytes:
+    raw = value.encode()
+    if len(raw) > 255:
+        raise ValueError("AMQP short string longer than 255 bytes")
+    return bytes([len(raw)]) + raw
+
+
+def _frame(kind: int, channel: int, payload: bytes) -> bytes:
+    return _FRAME_HEAD.pack(kind, channel, len(payload)) + payload + _FRAME_END
+
+
+def encode_publish(message: Message, channel: int, max_body: int) -> bytes:
+    """The frames of one persistent, mandatory publish (what basic_publish + properties() send)."""
+    method = _PUBLISH_ID + _shortstr(message.exchange) + _shortstr(message.routing_key) + b"\x01"
+    body = message.body
+    header = b"".join(
+        (
+            _HEADER_ID,
+            _SIZE_FLAGS.pack(len(body), _FLAGS),
+            _CONTENT_TYPE,
+            b"\x02",  # delivery_mode 2: persistent
+            _shortstr(message.message_id),
+            _TIMESTAMP.pack(message.timestamp),
+            _shortstr(message.type),
+            _APP_ID,
+        )
+    )
+    parts = [_frame(1, channel, method), _frame(2, channel, header)]
+    for start in range(0, len(body), max_body):
+        parts.append(_frame(3, channel, body[start : start + max_body]))
+    return b"".join(parts)
+
+
+def _supports_batch(channel: Any) -> bool:
+    """True when this aiormq channel has the internals batched publishing relies on (7.2.x)."""
+    needed = (
+        "lock",
+        "delivery_tag",
+        "confirmations",
+        "message_id_delivery_tag",
+        "write_queue",
+        "create_future",
+        "number",
+        "max_content_size",
+    )
+    return all(hasattr(channel, name) for name in needed) and bool(
+        getattr(channel, "publisher_confirms", False)
+    )
+
+
+async def _enqueue(
+    channel: Any,
+    chunk: list[Message],
+    futures: list[asyncio.Future[Any]],
+    tags: list[int],
+    settled: Callable[[asyncio.Future[Any]], None],
+) -> BaseException | None:
+    """Under the channel lock: write `chunk` as one frame batch and register its confirmations.
+
+    Confirmations are registered only once the frames are in the write queue (no await in
+    between), so a cancelled write never leaves a delivery tag the broker does not count.
+    Returns the encoding error that stopped the chunk early, if any.
+    """
+    number = channel.number
+    max_body = channel.max_content_size
+    frames: list[bytes] = []
+    failed: BaseException | None = None
+    for message in chunk:
+        try:
+            frames.append(encode_publish(message, number, max_body))
+        except ValueError as exc:  # e.g. a routing key over 255 bytes: this row cannot go
+            failed = exc
+            break
+    if not frames:
+        return failed
+    async with channel.lock:
+        await channel.write_queue.put(ChannelFrame(payload=b"".join(frames), should_close=False))
+        tag = channel.delivery_tag
+        channel.delivery_tag = tag + len(frames)
+        confirmations = channel.confirmations
+        by_id = channel.message_id_delivery_tag
+        for message in chunk[: len(frames)]:
+            tag += 1
+            future: asyncio.Future[Any] = channel.create_future()
+            confirmations[tag] = future
+            by_id[message.message_id] = tag
+            future.add_done_callback(settled)  # frees the row's window slot
+            futures.append(future)
+            tags.append(tag)
+    return failed
+
+
 class AmqpPublisher:
     """Publishes to RabbitMQ with confirms and `mandatory`, declaring the topology it needs."""
 
@@ -93,8 +203,10 @@ class AmqpPublisher:
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
         self._window = asyncio.Semaphore(settings.max_in_flight)
+        self._admission = asyncio.Lock()  # batched path: requests take window slots in turn
         self._connected = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
+        self._batch: bool | None = None  # aiormq internals usable for batched publishing
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self, *, wait: bool = True) -> None:
@@ -206,8 +318,14 @@ class AmqpPublisher:
         if not pending:
             return
         deadline = time.monotonic() + self.settings.retry_budget_s
+        # The first try runs outside tenacity: building a retry controller per request cost
+        # ~10 % of the CPU of a single-event request, and most requests need no retry.
+        pending, error = await self._attempt(pending, deadline)
+        if not pending:
+            return
+        await asyncio.sleep(random.uniform(0, 0.05))  # noqa: S311 - jitter, not crypto
         retrying = AsyncRetrying(
-            stop=stop_after_delay(self.settings.retry_budget_s),
+            stop=stop_after_delay(max(deadline - time.monotonic(), 0.0)),
             wait=wait_random_exponential(multiplier=0.05, max=0.5),
             retry=retry_if_exception_type(PublishError),
             reraise=False,
@@ -236,6 +354,10 @@ class AmqpPublisher:
                 channel = await self._channel.get_underlay_channel()
         except BROKER_ERRORS as exc:
             return pending, exc
+        if self._batch is None:
+            self._batch = _supports_batch(channel)
+        if self._batch:
+            return await self._publish_batch(channel, pending, timeout)
         results = await asyncio.gather(
             *(self._publish_one(channel, m, timeout) for m in pending), return_exceptions=True
         )
@@ -248,9 +370,82 @@ class AmqpPublisher:
                 return pending[index:], result
         return [], None
 
-    async def _publish_one(
-        self, channel: AbstractChannel, message: Message, limit: float
+    async def _publish_batch(
+        self, channel: Any, pending: list[Message], limit: float
+    ) -> tuple[list[Message], BaseException | None]:
+        """Enqueue every row's frames (one write per window), then await the confirmations.
+
+        The same frames as one basic_publish per row, without a task, a lock round and a
+        drain wait per row; aiormq's own confirmation bookkeeping (delivery tags, returns
+        matched by message_id, futures failed on channel close) is used as is. Returns the
+        tail from the first row not confirmed (nack, return, closed channel, deadline).
+        """
+        futures: list[asyncio.Future[Any]] = []
+        tags: list[int] = []
+        window = self._window
+        confirmed = 0
+        failed: BaseException | None = None
+        try:
+            # Requests take window slots in arrival order, each until all its rows are out:
+            # a 1000-row request is not overtaken slot by slot. Like basic_publish, the wait
+            # for a slot is not part of a row's deadline; writing and confirming are.
+            async with self._admission:
+                index = 0
+                while index < len(pending) and failed is None:
+                    await window.acquire()  # one slot, then every slot free right now
+                    taken = 1
+                    while taken < len(pending) - index and not window.locked():
+                        await window.acquire()  # does not suspend: the semaphore is free
+                        taken += 1
+                    before = len(futures)
+                    try:
+                        chunk = pending[index : index + taken]
+                        async with asyncio.timeout(limit):
+                            failed = await _enqueue(channel, chunk, futures, tags, self._settled)
+                    finally:
+                        for _ in range(taken - (len(futures) - before)):
+                            window.release()  # slots of rows that were not sent
+                    index += taken
+            async with asyncio.timeout(limit):
+                for future in futures:
+                    await future
+                    confirmed += 1
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are cancelled, not the confirmation
+            return pending[confirmed:], PublishError("confirmation cancelled (channel closed)")
+        except Exception as exc:  # nack, return, closed channel, deadline: retry from here on
+            return pending[confirmed:], exc
+        finally:
+            self._finish(channel, pending, futures, tags)
+        if failed is not None:
+            return pending[confirmed:], failed
+        return [], None
+
+    def _finish(
+        self,
+        channel: Any,
+        pending: list[Message],
+        futures: list[asyncio.Future[Any]],
+        tags: list[int],
     ) -> None:
+        """Drop aiormq's message_id → tag entry of each row, now or once it settles."""
+        by_id = channel.message_id_delivery_tag
+        for message, future, tag in zip(pending, futures, tags, strict=False):
+            if future.done():
+                if by_id.get(message.message_id) == tag:
+                    del by_id[message.message_id]
+            else:
+                future.add_done_callback(partial(_forget, by_id, message.message_id, tag))
+
+    def _settled(self, future: asyncio.Future[Any]) -> None:
+        """A row's confirmation settled (ack, nack, return, close): free its window slot."""
+        self._window.release()
+        if not future.cancelled():
+            future.exception()  # retrieved: a failure nobody awaits logs no warning
+
+    async def _publish_one(self, channel: AbstractChannel, message: Message, limit: float) -> None:
         async with self._window:
             await channel.basic_publish(
                 message.body,
@@ -260,3 +455,8 @@ class AmqpPublisher:
                 mandatory=True,
                 timeout=limit,
             )
+
+
+def _forget(by_id: dict[str, int], message_id: str, tag: int, _: asyncio.Future[Any]) -> None:
+    if by_id.get(message_id) == tag:
+        del by_id[message_id]
