@@ -8,6 +8,7 @@ import random
 import struct
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
@@ -149,46 +150,98 @@ def _supports_batch(channel: Any) -> bool:
     )
 
 
-async def _enqueue(
-    channel: Any,
-    chunk: list[Message],
-    futures: list[asyncio.Future[Any]],
-    tags: list[int],
-    settled: Callable[[asyncio.Future[Any]], None],
-) -> BaseException | None:
-    """Under the channel lock: write `chunk` as one frame batch and register its confirmations.
-
-    Confirmations are registered only once the frames are in the write queue (no await in
-    between), so a cancelled write never leaves a delivery tag the broker does not count.
-    Returns the encoding error that stopped the chunk early, if any.
-    """
+def _encode_chunk(channel: Any, chunk: list[Message]) -> tuple[list[bytes], BaseException | None]:
+    """The frames of each row, stopping at the first row that cannot be encoded."""
     number = channel.number
     max_body = channel.max_content_size
     frames: list[bytes] = []
-    failed: BaseException | None = None
     for message in chunk:
         try:
             frames.append(encode_publish(message, number, max_body))
         except ValueError as exc:  # e.g. a routing key over 255 bytes: this row cannot go
-            failed = exc
-            break
-    if not frames:
-        return failed
-    async with channel.lock:
-        await channel.write_queue.put(ChannelFrame(payload=b"".join(frames), should_close=False))
+            return frames, exc
+    return frames, None
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One request's rows waiting to be written with those of requests that came meanwhile."""
+
+    messages: list[Message]
+    frames: list[bytes]
+    futures: list[asyncio.Future[Any]]  # the request's lists, filled once written
+    tags: list[int]
+    written: asyncio.Future[None]
+
+
+class _Outbox:
+    """Coalesces the rows of concurrent requests into one frame write per loop turn.
+
+    The first request to find the outbox empty leads: it yields once so the requests of the
+    same loop turn can join, then writes everything under the channel lock in arrival order
+    and registers each row's confirmation (delivery tags in write order). A row gets a
+    confirmation future only if its frames were written; so a request whose rows were not
+    written (cancelled, channel closed) sees no futures and frees its window slots itself.
+    """
+
+    def __init__(self, settled: Callable[[asyncio.Future[Any]], None]) -> None:
+        self._settled = settled
+        self._waiting: dict[Any, list[_Entry]] = {}  # per aiormq channel (changes on reconnect)
+
+    async def write(self, channel: Any, entry: _Entry) -> None:
+        """Write `entry` (alone or with others); raise if it was not written."""
+        batch = self._waiting.get(channel)
+        if batch is not None:
+            batch.append(entry)
+            try:
+                await entry.written
+            except asyncio.CancelledError:
+                if entry in batch and self._waiting.get(channel) is batch:
+                    batch.remove(entry)
+                raise
+            return
+        batch = self._waiting[channel] = [entry]
+        try:
+            await asyncio.sleep(0)  # let the requests of this loop turn join
+            async with channel.lock:
+                if self._waiting.get(channel) is batch:
+                    del self._waiting[channel]
+                live = [e for e in batch if not e.written.done()]
+                payload = b"".join([frame for e in live for frame in e.frames])
+                await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
+                self._register(channel, live)
+        finally:
+            if self._waiting.get(channel) is batch:
+                del self._waiting[channel]
+            for other in batch:
+                if not other.written.done():
+                    other.written.set_exception(PublishError("rows not written"))
+                    other.written.exception()  # retrieved even if its request is gone
+        entry.written.result()
+
+    def _register(self, channel: Any, entries: list[_Entry]) -> None:
+        """Delivery tags and confirmation futures for rows just put in the write queue."""
         tag = channel.delivery_tag
-        channel.delivery_tag = tag + len(frames)
         confirmations = channel.confirmations
         by_id = channel.message_id_delivery_tag
-        for message in chunk[: len(frames)]:
-            tag += 1
-            future: asyncio.Future[Any] = channel.create_future()
-            confirmations[tag] = future
-            by_id[message.message_id] = tag
-            future.add_done_callback(settled)  # frees the row's window slot
-            futures.append(future)
-            tags.append(tag)
-    return failed
+        settled = self._settled
+        for entry in entries:
+            # A request cancelled while the frames were queued has already freed its slots.
+            owned = not entry.written.done()
+            for message in entry.messages:
+                tag += 1
+                future: asyncio.Future[Any] = channel.create_future()
+                confirmations[tag] = future
+                by_id[message.message_id] = tag
+                if owned:
+                    future.add_done_callback(settled)  # frees the row's window slot
+                    entry.futures.append(future)
+                    entry.tags.append(tag)
+                else:
+                    future.add_done_callback(partial(_forget, by_id, message.message_id, tag))
+            if owned:
+                entry.written.set_result(None)
+        channel.delivery_tag = tag
 
 
 class AmqpPublisher:
@@ -204,9 +257,11 @@ class AmqpPublisher:
         self._declare_lock = asyncio.Lock()
         self._window = asyncio.Semaphore(settings.max_in_flight)
         self._admission = asyncio.Lock()  # batched path: requests take window slots in turn
+        self._outbox = _Outbox(self._settled)
         self._connected = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
         self._batch: bool | None = None  # aiormq internals usable for batched publishing
+        self._underlay: Any = None  # the aiormq channel under self._channel, once fetched
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self, *, wait: bool = True) -> None:
@@ -348,12 +403,22 @@ class AmqpPublisher:
         timeout = min(remaining, self.settings.confirm_timeout_s)
         if self._channel is None:
             return pending, PublishError("not connected to RabbitMQ")
-        try:
-            async with asyncio.timeout(timeout):
-                await self._ensure_exchanges(pending)
-                channel = await self._channel.get_underlay_channel()
-        except BROKER_ERRORS as exc:
-            return pending, exc
+        channel: Any = self._underlay
+        if (
+            channel is None
+            or channel.is_closed
+            or not self._channel.is_initialized
+            or not self._declared.issuperset({m.exchange for m in pending})
+        ):
+            # Slow path (first use, reconnect, a new type): declare and fetch the channel
+            # under the deadline. Otherwise nothing here would wait: skip the timer.
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._ensure_exchanges(pending)
+                    channel = await self._channel.get_underlay_channel()
+            except BROKER_ERRORS as exc:
+                return pending, exc
+            self._underlay = channel
         if self._batch is None:
             self._batch = _supports_batch(channel)
         if self._batch:
@@ -383,30 +448,47 @@ class AmqpPublisher:
         futures: list[asyncio.Future[Any]] = []
         tags: list[int] = []
         window = self._window
+        loop = asyncio.get_running_loop()
         confirmed = 0
+        chunks = 0
         failed: BaseException | None = None
         try:
-            # Requests take window slots in arrival order, each until all its rows are out:
-            # a 1000-row request is not overtaken slot by slot. Like basic_publish, the wait
-            # for a slot is not part of a row's deadline; writing and confirming are.
-            async with self._admission:
-                index = 0
-                while index < len(pending) and failed is None:
-                    await window.acquire()  # one slot, then every slot free right now
-                    taken = 1
-                    while taken < len(pending) - index and not window.locked():
-                        await window.acquire()  # does not suspend: the semaphore is free
-                        taken += 1
-                    before = len(futures)
-                    try:
-                        chunk = pending[index : index + taken]
-                        async with asyncio.timeout(limit):
-                            failed = await _enqueue(channel, chunk, futures, tags, self._settled)
-                    finally:
-                        for _ in range(taken - (len(futures) - before)):
-                            window.release()  # slots of rows that were not sent
-                    index += taken
-            async with asyncio.timeout(limit):
+            # One timer per request: no deadline while waiting for a window slot (as with
+            # basic_publish); `limit` for writing each chunk and for the confirmations.
+            async with asyncio.timeout(None) as deadline:
+                # Requests take window slots in arrival order, each until all its rows are
+                # out: a 1000-row request is not overtaken slot by slot.
+                async with self._admission:
+                    index = 0
+                    while index < len(pending) and failed is None:
+                        if chunks:
+                            deadline.reschedule(None)
+                        await window.acquire()  # one slot, then every slot free right now
+                        taken = 1
+                        while taken < len(pending) - index and not window.locked():
+                            await window.acquire()  # does not suspend: the semaphore is free
+                            taken += 1
+                        before = len(futures)
+                        try:
+                            chunk = pending[index : index + taken]
+                            frames, failed = _encode_chunk(channel, chunk)
+                            if frames:
+                                entry = _Entry(
+                                    chunk[: len(frames)],
+                                    frames,
+                                    futures,
+                                    tags,
+                                    loop.create_future(),
+                                )
+                                deadline.reschedule(loop.time() + limit)
+                                chunks += 1
+                                await self._outbox.write(channel, entry)
+                        finally:
+                            for _ in range(taken - (len(futures) - before)):
+                                window.release()  # slots of rows that were not sent
+                        index += taken
+                if chunks > 1:
+                    deadline.reschedule(loop.time() + limit)
                 for future in futures:
                     await future
                     confirmed += 1

@@ -111,3 +111,38 @@ async def test_returned_row_fails_the_request(prefix: str) -> None:
         assert underlay.message_id_delivery_tag == {}
     finally:
         await publisher.close()
+
+
+async def test_concurrent_requests_coalesce_and_cancellation_leaks_nothing(prefix: str) -> None:
+    connection = await _broker()
+    publisher = AmqpPublisher(Amqp(url=URL, exchange_prefix=prefix, max_in_flight=50))
+    await publisher.start()
+    try:
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(f"{prefix}.probe", durable=False)
+            await queue.bind(exchange_name(prefix, "db", "Appointment"), routing_key="#")
+            singles = [_messages(prefix, 1, start=i) for i in range(300)]
+            await asyncio.gather(*(publisher.publish(m) for m in singles))
+            # Cancel some requests at every stage (waiting for a slot, queued, confirming).
+            tasks = [
+                asyncio.create_task(publisher.publish(_messages(prefix, 7, start=10_000 + 10 * i)))
+                for i in range(60)
+            ]
+            for step, task in enumerate(tasks):
+                if step % 3 == 0:
+                    task.cancel()
+                if step % 10 == 0:
+                    await asyncio.sleep(0)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            finished = sum(1 for r in results if r is None)
+            assert finished >= 40
+            await asyncio.sleep(0.5)  # late confirmations of cancelled requests settle
+            assert publisher._window._value == 50
+            underlay = await publisher._channel.get_underlay_channel()  # type: ignore[union-attr]
+            assert underlay.message_id_delivery_tag == {}
+            assert underlay.confirmations == {}
+            declared = await channel.declare_queue(f"{prefix}.probe", passive=True)
+            assert declared.declaration_result.message_count >= 300 + 7 * finished
+    finally:
+        await publisher.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import datetime
@@ -80,8 +81,6 @@ def test_row_id_text_is_a_uuid() -> None:
 
 
 def test_deterministic_id_text_unchanged() -> None:
-    import hashlib
-
     material = b"main-office\x1fAppointment\x1f18\x1f2026-11-28 08:30:12"
     digest = hashlib.blake2b(material, digest_size=16).digest()
     assert normalize._uuid(material) == str(uuid.UUID(bytes=digest))
