@@ -114,6 +114,18 @@ def render(r: dict[str, Any]) -> str:
     add("4e od-bridge RSS run (1000-row)", "bridge_e")
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines += [_row(row, widths) for row in rows]
+    rounds = {
+        k: r[k]["rounds"]
+        for k in ("http", "amqp", "naive_a", "bridge_a")
+        if "rounds" in r.get(k, {})
+    }
+    if rounds:
+        lines.append(
+            "\nrounds (rows 1, 2, 3, 4a are the best of these interleaved rounds, per second):"
+        )
+        lines += [f"  {k:<9} {v}" for k, v in rounds.items()]
+        paired = ", ".join(f"{x:.3f}" for x in r.get("paired_a_over_naive", []))
+        lines.append(f"  od-bridge / naive within each round: {paired}")
     d = r.get("bridge_d")
     if d:
         runs = ", ".join(f"{t:.2f}" for t in d["runs"])

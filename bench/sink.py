@@ -20,7 +20,14 @@ import orjson
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     # aiormq directly, no_ack: the consumer shares the 2 cores with the server under test,
     # so it should cost as little as possible per message.
-    connection = await aiormq.connect(args.url)
+    for attempt in range(40):  # the shared broker may refuse for a moment (others' fault tests)
+        try:
+            connection = await aiormq.connect(args.url)
+            break
+        except (OSError, aiormq.exceptions.AMQPError):
+            if attempt == 39:
+                raise
+            await asyncio.sleep(0.25)
     channel = await connection.channel()
     await channel.basic_qos(prefetch_count=5000)
     count = 0
