@@ -142,7 +142,8 @@ def render(r: dict[str, Any]) -> str:
             lat = c["latency_ms"]
             lines.append(
                 f"{key}: HTTP answer p50 {lat['p50']:.2f} / p99 {lat['p99']:.2f} ms; "
-                f"{c['e2e_matched']} events matched end to end, {c['e2e_lost']} lost"
+                f"{c['e2e_matched']} events matched end to end, {c['e2e_lost']} lost; "
+                f"e2e p99 per round {c.get('rounds_p99')} (best kept)"
             )
     lines += ["", "targets (ratios within this run):"]
     vrows = [["target", "value", "bound", "met"]]

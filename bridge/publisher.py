@@ -208,6 +208,8 @@ class _Outbox:
                     del self._waiting[channel]
                 live = [e for e in batch if not e.written.done()]
                 payload = b"".join([frame for e in live for frame in e.frames])
+                for e in live:
+                    e.frames = []  # the joined payload is all that is needed now
                 await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
                 self._register(channel, live)
         finally:

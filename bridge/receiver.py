@@ -170,15 +170,17 @@ class Receiver:
             doc = parse(await self._read(request))
             table = self._resolve(request, doc)
             type_name = table.name
-            rows = doc if isinstance(doc, list) else [doc]
             messages = normalize.messages(
                 self.contexts[customer.name],
                 table,
                 request.headers.get("Workstation") or None,
-                rows,
+                doc if isinstance(doc, list) else [doc],
                 time.time(),
                 prefix=self.prefix,
             )
+            # The parsed rows are the bulk of a request's memory (a 1000-row array is several
+            # MB of dicts); only the encoded messages are needed while confirms are awaited.
+            del doc
             confirm_started = time.perf_counter()
             try:
                 await self.publisher.publish(messages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -80,6 +81,10 @@ async def run(config: Config, stop: asyncio.Event) -> None:
     """Run the service until `stop` is set."""
     service = Service(config)
     await service.start()
+    # Everything built so far (modules, config, app, connection) lives as long as the process:
+    # keep it out of the cyclic GC's view, so full collections under load stay short (they
+    # were a source of latency spikes) and pages are not touched again (RSS).
+    gc.freeze()
     try:
         await stop.wait()
     finally:
