@@ -82,8 +82,8 @@ async def run(config: Config, stop: asyncio.Event) -> None:
     service = Service(config)
     await service.start()
     # Everything built so far (modules, config, app, connection) lives as long as the process:
-    # keep it out of the cyclic GC's view, so full collections under load stay short (they
-    # were a source of latency spikes) and pages are not touched again (RSS).
+    # keep it out of the cyclic GC's view, so full collections under load walk less and do
+    # not touch those pages again.
     gc.freeze()
     try:
         await stop.wait()
