@@ -41,20 +41,18 @@ class Outbox:
             "spool": "disabled" if self.spool is None else self.spool.size,
         }
 
-    async def publish(self, messages: Sequence[Message]) -> None:
-        """Confirmed by the broker, or committed to the spool; else PublishError/SpoolError."""
+    async def publish(self, messages: Sequence[Message]) -> bool:
+        """Confirmed by the broker (True), or committed to the spool (False); else raise."""
         spool = self.spool
         if spool is None:
-            await self.publisher.publish(messages)
-            return
+            return await self.publisher.publish(messages)
         # While anything waits in the spool, new rows queue behind it: order across an outage.
         if spool.size == 0 and self.spooling:
             self.spooling = False
             log.info("spool drained; publishing directly again")
         if spool.size == 0 and self.publisher.ready:
             try:
-                await self.publisher.publish(messages)
-                return
+                return await self.publisher.publish(messages)
             except PublishError as exc:
                 if not self.spooling:  # one line per outage, not one per request
                     log.warning("broker did not confirm; spooling", extra={"error": str(exc)})
@@ -63,6 +61,7 @@ class Outbox:
         self.metrics.rows_spooled.inc(len(messages))
         self.metrics.spool_depth.set(spool.size)
         self.wake.set()
+        return False
 
 
 class Drainer:
