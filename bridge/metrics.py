@@ -45,7 +45,7 @@ class Metrics:
         )
         self.rejected = Counter(
             "od_bridge_rejected_requests_total",
-            "Requests refused before publishing, by reason (400, 401, 413).",
+            "Requests refused before publishing, by status (400, 401, 403, 413, 429).",
             ["status"],
             registry=r,
         )

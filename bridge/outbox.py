@@ -30,8 +30,9 @@ class Outbox:
 
     @property
     def ready(self) -> bool:
-        """True when a request can be made durable now (broker up, or spool open)."""
-        return self.publisher.ready or self.spool is not None
+        """True when a request can be made durable now (broker up, or room in the spool)."""
+        spool = self.spool
+        return self.publisher.ready or (spool is not None and spool.size < spool.max_events)
 
     def state(self) -> dict[str, Any]:
         """What /readyz reports: ready, broker state, spool depth."""

@@ -270,6 +270,7 @@ class AmqpPublisher:
         self._admission = asyncio.Lock()  # batched path: requests take window slots in turn
         self._outbox = _Outbox(self._settled)
         self._connector: asyncio.Task[None] | None = None
+        self._closing = False  # our own close: the connection loss is no news
         self._batch: bool | None = None  # aiormq internals usable for batched publishing
         self._underlay: Any = None  # the aiormq channel under self._channel, once fetched
 
@@ -309,6 +310,17 @@ class AmqpPublisher:
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await self._declare_base(channel)
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            await connection.close()
+            # Not a broker outage: our topology clashes with what exists. Say what to do; the
+            # caller keeps retrying, so fixing it on the broker needs no restart here.
+            log.error(
+                "RabbitMQ refused the topology: an exchange or the unrouted queue exists with "
+                "other arguments (e.g. a changed amqp.unrouted_max_length); delete it or "
+                "restore the setting",
+                extra={"prefix": self.prefix},
+            )
+            raise
         except BaseException:
             await connection.close()
             raise
@@ -326,7 +338,8 @@ class AmqpPublisher:
     def _on_close(self, *_: object) -> None:
         self.connected.clear()
         self.lost.set()
-        log.warning("connection to broker lost")
+        if not self._closing:
+            log.warning("connection to broker lost")
 
     def _on_reconnect(self, *_: object) -> None:
         log.info("reconnected to broker")
@@ -334,6 +347,7 @@ class AmqpPublisher:
 
     async def close(self) -> None:
         """Close the connection (waiting publishes fail)."""
+        self._closing = True
         if self._connector is not None:
             self._connector.cancel()
             await asyncio.gather(self._connector, return_exceptions=True)

@@ -157,3 +157,16 @@ def test_spool_file_is_wal_with_full_sync(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "s.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
+
+
+async def test_not_ready_when_the_broker_is_down_and_the_spool_is_full(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", max_events=2)
+    await spool.open()
+    publisher = InMemoryPublisher()
+    publisher.fail = True
+    outbox = Outbox(publisher, spool, Metrics())
+    assert outbox.ready
+    assert await outbox.publish([msg(1), msg(2)]) is False  # spooled, not confirmed
+    assert not outbox.ready
+    assert outbox.state() == {"ready": False, "broker": "disconnected", "spool": 2}
+    await spool.close()

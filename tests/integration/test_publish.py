@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aio_pika
 import aiohttp
 import orjson
 import pytest
 from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_event
 
+from bridge.errors import PublishError
+from bridge.publisher import AmqpPublisher
 from bridge.service import Service
-from tests.conftest import TEST_KEY, all_samples, make_config, sample
+from tests.conftest import AMQP_URL, TEST_KEY, all_samples, make_config, sample
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +117,19 @@ async def test_an_unknown_table_gets_its_own_exchange(
     event = orjson.loads(message.body)
     assert event["type"] == "com.opendental.db.Commlog"
     assert event["subject"] == "Commlog/5"
+
+
+async def test_a_clashing_unrouted_queue_is_a_clear_error(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(
+            f"{prefix}.unrouted", durable=True, arguments={"x-max-length": 7}
+        )
+    publisher = AmqpPublisher(make_config(prefix).amqp)
+    with pytest.raises(PublishError, match="ChannelPreconditionFailed"):
+        await publisher.start(wait=True)
+    assert "RabbitMQ refused the topology" in caplog.text
+    await publisher.close()
