@@ -72,6 +72,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.unrouted_depth = Gauge(
+            "od_bridge_unrouted_depth",
+            "Messages waiting in {prefix}.unrouted (events nobody has bound a queue for yet).",
+            registry=r,
+        )
         self.broker_up = Gauge(
             "od_bridge_broker_connected", "1 while connected to RabbitMQ.", registry=r
         )

@@ -271,6 +271,7 @@ class AmqpPublisher:
         self._outbox = _Outbox(self._settled)
         self._connector: asyncio.Task[None] | None = None
         self._closing = False  # our own close: the connection loss is no news
+        self._probe: aio_pika.abc.AbstractChannel | None = None  # for metrics RPCs only
         self._batch: bool | None = None  # aiormq internals usable for batched publishing
         self._underlay: Any = None  # the aiormq channel under self._channel, once fetched
 
@@ -374,6 +375,22 @@ class AmqpPublisher:
         amqp = getattr(transport, "connection", None)
         unblocked = getattr(amqp, "_Connection__connection_unblocked", None)
         return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+
+    async def unrouted_depth(self, timeout_s: float = 1.0) -> int | None:
+        """Messages waiting in `{prefix}.unrouted`, or None when the broker cannot say now."""
+        if self._connection is None or not self.ready:
+            return None
+        try:
+            async with asyncio.timeout(timeout_s):
+                # A channel of its own: a failed RPC closes its channel, never the publishing one.
+                if self._probe is None or self._probe.is_closed:
+                    self._probe = await self._connection.channel()
+                queue = await self._probe.declare_queue(f"{self.prefix}.unrouted", passive=True)
+        except Exception as exc:  # a metric must never fail the scrape
+            log.debug("unrouted depth unavailable", extra={"error": type(exc).__name__})
+            return None
+        count: int | None = queue.declaration_result.message_count
+        return count
 
     # --- topology --------------------------------------------------------------------------
     async def _declare_base(self, channel: aio_pika.abc.AbstractChannel) -> None:

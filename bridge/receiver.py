@@ -334,8 +334,12 @@ def build_app(
     publisher: Publisher,
     metrics: Metrics | None = None,
     ready: Callable[[], dict[str, Any]] | None = None,
+    collect: Callable[[], Awaitable[None]] | None = None,
 ) -> web.Application:
-    """The aiohttp application: webhook routes, /healthz, /readyz and /metrics."""
+    """The aiohttp application: webhook routes, /healthz, /readyz and /metrics.
+
+    `collect` is awaited before each /metrics scrape, to refresh gauges read from elsewhere.
+    """
     metrics = metrics or Metrics()
     receiver = Receiver(config, publisher, metrics)
     app = web.Application(
@@ -366,6 +370,8 @@ def build_app(
 
     async def metrics_page(_: web.Request) -> web.Response:
         metrics.broker_up.set(1 if probe()["broker"] == "connected" else 0)
+        if collect is not None:
+            await collect()
         return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     app.router.add_get("/healthz", healthz)

@@ -53,6 +53,14 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._sync_task: asyncio.Task[None] | None = None
 
+    async def _collect(self) -> None:
+        """Gauges read at scrape time: the unrouted queue's depth and the spool's."""
+        depth = await self.publisher.unrouted_depth()
+        if depth is not None:
+            self.metrics.unrouted_depth.set(depth)
+        if self.spool is not None:
+            self.metrics.spool_depth.set(self.spool.size)
+
     def _count_sync(self, result: SyncResult, leader: bool) -> None:
         """Syncer results as metrics: pending drift per customer, applied actions by outcome."""
         if result.plan is not None:
@@ -92,7 +100,9 @@ class Service:
         if self.drainer is not None:
             self._tasks.append(asyncio.create_task(self.drainer.run(), name="spool-drainer"))
         self._sync_task = asyncio.create_task(self.syncer.run(self._sync_stop), name="syncer")
-        app = build_app(self.config, self.outbox, self.metrics, ready=self.outbox.state)
+        app = build_app(
+            self.config, self.outbox, self.metrics, ready=self.outbox.state, collect=self._collect
+        )
         self.runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
         )

@@ -90,6 +90,16 @@ async def test_an_event_nobody_binds_ends_up_in_unrouted(
     assert message.exchange == f"{prefix}.db.provider"
 
 
+async def test_metrics_show_the_unrouted_backlog(bridge: str) -> None:
+    delivery = sample("operatory")
+    assert await post(bridge, delivery["body"], delivery["headers"]) == 200
+    metrics_url = bridge.replace("/apievents", "/metrics")
+    async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
+        text = await response.text()
+    assert "od_bridge_unrouted_depth 1.0" in text  # confirmed ⇒ already queued there
+    assert "od_bridge_broker_connected 1.0" in text
+
+
 async def test_a_wrong_key_publishes_nothing(bridge: str, prefix: str, consume: Any) -> None:
     collector = await consume(f"{prefix}.db.appointment", "#")
     delivery = sample("appointment")
