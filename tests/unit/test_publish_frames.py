@@ -10,7 +10,8 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from bridge.events import Message
-from bridge.publisher import encode_publish, properties
+from bridge.frames import encode_publish
+from bridge.publisher import properties
 
 
 def _pamqp(message: Message, channel: int, max_body: int) -> bytes:
