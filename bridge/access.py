@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import math
 import re
@@ -11,7 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from .config import AuthFailureLimit
+from .config import AuthFailureLimit, Customer
+from .errors import Unauthorized
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -128,3 +131,25 @@ def _trim(table: OrderedDict[str, _V], cap: int) -> None:
     """Forget the least recently touched clients beyond the cap (bounded memory)."""
     while len(table) > cap:
         table.popitem(last=False)
+
+
+class Keys:
+    """Customer lookup by key: a digest index, then a constant-time comparison."""
+
+    def __init__(self, customers: tuple[Customer, ...]) -> None:
+        self._index: dict[bytes, tuple[bytes, Customer]] = {}
+        for customer in customers:
+            for key in customer.keys:
+                raw = key.encode()
+                self._index[hashlib.sha256(raw).digest()] = (raw, customer)
+
+    def find(self, presented: str | None) -> Customer:
+        """The customer owning this Authorization value, or Unauthorized."""
+        if not presented:
+            raise Unauthorized("missing Authorization header (the customer API key)")
+        raw = presented.strip().encode("utf-8", "replace")
+        # The dict lookup sees only a digest of the key; the final check is constant-time.
+        found = self._index.get(hashlib.sha256(raw).digest())
+        if found is None or not hmac.compare_digest(found[0], raw):
+            raise Unauthorized("unknown customer key")
+        return found[1]

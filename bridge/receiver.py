@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -30,42 +27,24 @@ from .errors import (
 from .log import request_id as current_request_id
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .middleware import (
+    REQUEST_ID_HEADER,
+    error_response,
+    errors_middleware,
+    request_id_middleware,
+)
 from .publisher import Publisher
 
 log = logging.getLogger("od_bridge.receiver")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _BOMS_NOT_UTF8 = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 CONFIG_KEY = web.AppKey("config", Config)
 PUBLISHER_KEY = web.AppKey("publisher", Publisher)
 METRICS_KEY = web.AppKey("metrics", Metrics)
-REQUEST_ID_HEADER = "X-Request-Id"
 # Refusals answered before the body was read: the connection is closed instead of drained.
 _UNREAD_BODY = (401, 403, 413, 429)
-
-
-class Keys:
-    """Customer lookup by key: a digest index, then a constant-time comparison."""
-
-    def __init__(self, customers: tuple[Customer, ...]) -> None:
-        self._index: dict[bytes, tuple[bytes, Customer]] = {}
-        for customer in customers:
-            for key in customer.keys:
-                raw = key.encode()
-                self._index[hashlib.sha256(raw).digest()] = (raw, customer)
-
-    def find(self, presented: str | None) -> Customer:
-        """The customer owning this Authorization value, or Unauthorized."""
-        if not presented:
-            raise Unauthorized("missing Authorization header (the customer API key)")
-        raw = presented.strip().encode("utf-8", "replace")
-        # The dict lookup sees only a digest of the key; the final check is constant-time.
-        found = self._index.get(hashlib.sha256(raw).digest())
-        if found is None or not hmac.compare_digest(found[0], raw):
-            raise Unauthorized("unknown customer key")
-        return found[1]
 
 
 def parse(body: bytes) -> list[dict[str, Any]] | dict[str, Any]:
@@ -92,7 +71,7 @@ class Receiver:
         self.config = config
         self.publisher = publisher
         self.metrics = metrics
-        self.keys = Keys(config.customers)
+        self.keys = access.Keys(config.customers)
         self.limit = config.listen.max_body_bytes
         self.max_active = config.listen.max_concurrent_requests
         self.active = 0
@@ -276,57 +255,6 @@ class Receiver:
             self.active -= 1
             self._counters(labels["customer"], labels["type"], status)[0].inc()
             self.metrics.request_seconds.observe(time.perf_counter() - started)
-
-
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
-def error_response(exc: RequestError, *, close: bool = False) -> web.Response:
-    """`{"error": reason}` with the error's status; Retry-After on 503."""
-    response = web.json_response({"error": exc.reason}, status=exc.status, dumps=_dumps)
-    if isinstance(exc, Unavailable | TooManyRequests):
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-    if close:
-        # The body was not read: close rather than drain megabytes we will never use.
-        response.force_close()
-    return response
-
-
-@contextmanager
-def request_context(request: web.Request) -> Iterator[str]:
-    """Bind the request's id (the caller's X-Request-Id if safe, else new) to its log lines."""
-    # aiohttp runs each request in a task of its own, and the expect handler in that same
-    # task before the middlewares: an id already set here is this request's, never another's.
-    rid = current_request_id.get() or access.request_id(request.headers.get(REQUEST_ID_HEADER))
-    token = current_request_id.set(rid)
-    try:
-        yield rid
-    finally:
-        current_request_id.reset(token)
-
-
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer carries X-Request-Id; every log line of the request carries request_id."""
-    with request_context(request) as rid:
-        response = await handler(request)
-        response.headers[REQUEST_ID_HEADER] = rid
-        return response
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer is JSON; nothing unexpected escapes as a traceback or a crash."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return web.json_response({"error": exc.reason}, status=exc.status, dumps=_dumps)
-    except Exception as exc:  # task boundary: a bug must not take the server down
-        log.error("unexpected error", extra={"error": type(exc).__name__})
-        return web.json_response({"error": "internal error"}, status=500, dumps=_dumps)
 
 
 def build_app(
