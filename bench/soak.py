@@ -39,6 +39,7 @@ from bench.durability import (
     readyz,
     rows,
     rss,
+    wait_for_quiet,
 )
 
 
@@ -96,19 +97,6 @@ class Arrivals:
         await self._ack()
         if self.connection is not None:
             await self.connection.close()
-
-
-def others_running() -> list[str]:
-    """Other `python -m bench` processes on this machine (not this one or its children)."""
-    out = subprocess.run(
-        ["pgrep", "-af", "python -m bench"], capture_output=True, text=True, check=False
-    ).stdout
-    mine = {os.getpid(), os.getppid()}
-    return [
-        line
-        for line in out.splitlines()
-        if line and int(line.split()[0]) not in mine and "bench.soak" not in line
-    ]
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -294,13 +282,8 @@ async def open_loop(
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     """Wait for a quiet machine, soak, clean up."""
-    waited = 0
-    while (others := others_running()) and not args.no_wait:
-        if waited >= args.wait_max:
-            raise SystemExit(f"other benchmarks still running after {waited} s: {others}")
-        print(f"waiting for other benchmarks to finish: {others}", flush=True)
-        await asyncio.sleep(30)
-        waited += 30
+    if not args.no_wait:
+        await wait_for_quiet(args.wait_max)
     prefix = f"bench-soak-{uuid.uuid4().hex[:8]}"
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
