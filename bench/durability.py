@@ -58,7 +58,7 @@ def rows(first: int, count: int) -> list[dict[str, Any]]:
 
 def messages(prefix: str, first: int, count: int) -> list[Message]:
     """The AMQP messages the bridge would publish for those rows (same encoder)."""
-    from zoneinfo import ZoneInfo  # noqa: PLC0415
+    from zoneinfo import ZoneInfo
 
     ctx = normalize.Context(customer="main-office", zone=ZoneInfo("America/Chicago"))
     events = normalize.events(ctx, table("db", "Appointment"), "OD-SERVER", rows(first, count), 0.0)
@@ -242,7 +242,7 @@ async def bridge_process(
     config = workdir / "bridge.yaml"
     config.write_text(bridge_yaml(prefix, amqp_url, port, workdir / "spool.sqlite3"))
     log = (workdir / "bridge.log").open("wb")
-    proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
+    proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", "serve", "-c", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -318,7 +318,7 @@ async def drain_after_outage(
 ) -> dict[str, Any]:
     """Bridge behind a refusing proxy for `outage_s` under HTTP load, then heal; time the drain."""
     sys.path.insert(0, str(ROOT))
-    from tests.proxy import Proxy  # noqa: PLC0415 - the fault proxy of the test suite
+    from tests.proxy import Proxy
 
     queue = f"{prefix}.drain"
     await declare_sink(prefix, queue)
@@ -490,7 +490,7 @@ def cli() -> None:
         args.spool_seconds = 2.0
         args.messages = min(args.messages, 20_000)
     with contextlib.suppress(ImportError):
-        import uvloop  # noqa: PLC0415
+        import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     report = asyncio.run(main(args))

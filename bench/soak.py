@@ -313,7 +313,7 @@ def cli() -> None:
     parser.add_argument("--wait-max", type=float, default=1200.0)
     args = parser.parse_args()
     with contextlib.suppress(ImportError):
-        import uvloop  # noqa: PLC0415
+        import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     report = asyncio.run(main(args))
