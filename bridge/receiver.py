@@ -30,8 +30,7 @@ from .metrics import Metrics
 from .middleware import (
     REQUEST_ID_HEADER,
     error_response,
-    errors_middleware,
-    request_id_middleware,
+    middleware,
 )
 from .publisher import Publisher
 
@@ -271,7 +270,7 @@ def build_app(
     metrics = metrics or Metrics()
     receiver = Receiver(config, publisher, metrics)
     app = web.Application(
-        middlewares=[request_id_middleware, errors_middleware],
+        middlewares=[middleware],
         client_max_size=config.listen.max_body_bytes,
     )
     app[CONFIG_KEY] = config
