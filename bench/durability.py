@@ -102,7 +102,7 @@ async def cleanup(prefix: str, queues: Sequence[str]) -> None:
             await channel.exchange_delete(name)
 
 
-async def count_queue(queue: str, expected: set[int], limit_s: float = 120) -> dict[str, int]:
+async def count_queue(queue: str, expected: set[int], limit_s: float = 900) -> dict[str, int]:
     """Consume a queue until idle; how many of `expected` AptNums arrived, and duplicates."""
     seen: set[int] = set()
     deliveries = 0
@@ -112,6 +112,7 @@ async def count_queue(queue: str, expected: set[int], limit_s: float = 120) -> d
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=2000)
         q = await channel.declare_queue(queue, durable=True, passive=True)
+        queued = q.declaration_result.message_count
         stop_at = time.monotonic() + limit_s
         async with q.iterator() as it:
             while time.monotonic() < stop_at:
@@ -129,6 +130,7 @@ async def count_queue(queue: str, expected: set[int], limit_s: float = 120) -> d
                 if remaining == 0:
                     break
     return {
+        "queued_before_reading": queued or 0,
         "arrived": len(seen & expected),
         "missing": len(expected - seen),
         "duplicates": deliveries - len(seen),
@@ -480,7 +482,7 @@ def cli() -> None:
     parser.add_argument("--messages", type=int, default=50_000, help="ceiling: messages")
     parser.add_argument("--spool-seconds", type=float, default=5.0, help="per spool case")
     parser.add_argument("--skip-spool", action="store_true")
-    parser.add_argument("--concurrency", type=int, default=8, help="HTTP senders in the outage")
+    parser.add_argument("--concurrency", type=int, default=2, help="HTTP senders in the outage")
     parser.add_argument("--rows", type=int, default=10, help="rows per HTTP request")
     parser.add_argument("--no-wait", action="store_true", help="don't wait for other benches")
     parser.add_argument("--wait-max", type=float, default=1200.0)
