@@ -16,6 +16,7 @@ import pytest
 
 from bridge.config import Config, parse
 from bridge.opendental import KNOWN_TABLES
+from bridge.service import Service
 from tests.proxy import Proxy
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
@@ -110,6 +111,16 @@ async def prefix(need_broker: None) -> AsyncIterator[str]:
         for exchange in exchanges:
             await channel.exchange_delete(exchange)
         await channel.queue_delete(f"{name}.unrouted")
+
+
+@pytest.fixture
+async def bridge(prefix: str) -> AsyncIterator[str]:
+    """A running bridge (real AMQP publisher) on a free port; yields its webhook URL."""
+    service = Service(make_config(prefix))
+    await service.start()
+    assert service.publisher.ready
+    yield f"http://127.0.0.1:{service.port}/apievents"
+    await service.stop()
 
 
 class Collector:

@@ -12,21 +12,10 @@ import aiohttp
 import orjson
 import pytest
 
-from bridge.service import Service
 from examples.consumer import SeenIds, consume
-from tests.conftest import AMQP_URL, make_config, sample
+from tests.conftest import AMQP_URL, sample
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def bridge(prefix: str) -> AsyncIterator[str]:
-    """A running bridge on a free port (it declares the exchanges); yields its webhook URL."""
-    service = Service(make_config(prefix))
-    await service.start()
-    assert service.publisher.ready
-    yield f"http://127.0.0.1:{service.port}/apievents"
-    await service.stop()
 
 
 @pytest.fixture

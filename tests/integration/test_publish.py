@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -13,20 +12,9 @@ from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_ev
 
 from bridge.errors import PublishError
 from bridge.publisher import AmqpPublisher
-from bridge.service import Service
 from tests.conftest import AMQP_URL, TEST_KEY, all_samples, make_config, sample
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def bridge(prefix: str) -> AsyncIterator[str]:
-    """A running bridge (real AMQP publisher) on a free port; yields its webhook URL."""
-    service = Service(make_config(prefix))
-    await service.start()
-    assert service.publisher.ready
-    yield f"http://127.0.0.1:{service.port}/apievents"
-    await service.stop()
 
 
 async def post(url: str, body: Any, headers: dict[str, str]) -> int:
