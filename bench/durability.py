@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -428,6 +428,21 @@ async def wait_for_quiet(wait_max: float, poll_s: float = 30.0) -> None:
 
 
 # --- main ----------------------------------------------------------------------------------
+def run_and_save(
+    name: str, job: Coroutine[Any, Any, dict[str, Any]]
+) -> tuple[dict[str, Any], Path]:
+    """Run a benchmark on uvloop (when installed); write its report to bench/results/."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    report = asyncio.run(job)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    return report, out
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the three measurements in order; return the report."""
     if not args.no_wait:
@@ -491,14 +506,7 @@ def cli() -> None:
         args.outage = 10.0
         args.spool_seconds = 2.0
         args.messages = min(args.messages, 20_000)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    report = asyncio.run(main(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"durability-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
+    report, out = run_and_save("durability", main(args))
     drain = report["drain"]
     print(
         json.dumps(

@@ -31,7 +31,6 @@ import orjson
 from bench.durability import (
     AMQP_URL,
     HEADERS,
-    RESULTS,
     bridge_process,
     cleanup,
     declare_sink,
@@ -39,6 +38,7 @@ from bench.durability import (
     readyz,
     rows,
     rss,
+    run_and_save,
     wait_for_quiet,
 )
 
@@ -312,14 +312,7 @@ def cli() -> None:
     parser.add_argument("--no-wait", action="store_true", help="don't wait for other benches")
     parser.add_argument("--wait-max", type=float, default=1200.0)
     args = parser.parse_args()
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    report = asyncio.run(main(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
+    report, out = run_and_save("soak", main(args))
     summary = {k: v for k, v in report.items() if k not in ("samples",)}
     print(json.dumps(summary, indent=1))
     print(f"results: {out}")
