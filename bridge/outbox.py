@@ -60,7 +60,6 @@ class Outbox:
         self.spooling = True
         await spool.append(messages)
         self.metrics.rows_spooled.inc(len(messages))
-        self.metrics.spool_depth.set(spool.size)
         self.wake.set()
         return False
 
@@ -110,7 +109,6 @@ class Drainer:
         await self.spool.delete(rows[0][0], rows[-1][0])
         self.drained += len(rows)
         self.metrics.rows_drained.inc(len(rows))
-        self.metrics.spool_depth.set(self.spool.size)
 
     async def drain(self, deadline_s: float | None = None) -> int:
         """Drain until empty, a failure, or the deadline; rows drained."""

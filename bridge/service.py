@@ -38,6 +38,10 @@ class Service:
             Spool(config.spool.path, config.spool.max_events) if config.spool.enabled else None
         )
         self.outbox = Outbox(self.publisher, self.spool, self.metrics)
+        if self.spool is not None:
+            spool = self.spool
+            # Derived, so read when scraped rather than kept in step on every write.
+            self.metrics.spool_depth.set_function(lambda: spool.size)
         self.drainer = (
             Drainer(self.spool, self.publisher, self.metrics, self.outbox.wake)
             if self.spool is not None
@@ -54,12 +58,10 @@ class Service:
         self._sync_task: asyncio.Task[None] | None = None
 
     async def _collect(self) -> None:
-        """Gauges read at scrape time: the unrouted queue's depth and the spool's."""
+        """Gauges read at scrape time from the broker: the unrouted queue's depth."""
         depth = await self.publisher.unrouted_depth()
         if depth is not None:
             self.metrics.unrouted_depth.set(depth)
-        if self.spool is not None:
-            self.metrics.spool_depth.set(self.spool.size)
 
     def _count_sync(self, result: SyncResult, leader: bool) -> None:
         """Syncer results as metrics: pending drift per customer, applied actions by outcome."""
@@ -93,7 +95,6 @@ class Service:
         """Open the spool, connect (or keep trying in the background), start listening."""
         if self.spool is not None:
             await self.spool.open()
-            self.metrics.spool_depth.set(self.spool.size)
             if self.spool.size:
                 log.info("spool holds rows from a previous run", extra={"depth": self.spool.size})
         await self.publisher.start(wait=False)
