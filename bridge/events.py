@@ -71,6 +71,17 @@ def exchange_name(prefix: str, kind: str, table: str) -> str:
     return f"{prefix}.{kind}.{table.lower()}"
 
 
+def dumps(obj: Any) -> bytes:
+    """`orjson.dumps` as a bytes object of its own size.
+
+    orjson returns its output buffer as is: at least 4 KiB, growing fourfold, never shrunk (a
+    1 KiB event held 16 KiB, measured with tracemalloc). Messages live until confirmed, in
+    thousands at once for big arrays, the spool's batches and outages: one copy per message
+    costs far less than the memory.
+    """
+    return memoryview(orjson.dumps(obj)).tobytes()
+
+
 def encode(event: Event, prefix: str) -> Message:
     """The AMQP message of one event (CloudEvents RabbitMQ binding, structured mode)."""
     return Message(
@@ -79,5 +90,5 @@ def encode(event: Event, prefix: str) -> Message:
         message_id=event.id,
         type=event.type,
         timestamp=int(event.received_at),
-        body=orjson.dumps(event.envelope()),
+        body=dumps(event.envelope()),
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from .events import TYPE_PREFIX, Event, Message, exchange_name
+from .events import TYPE_PREFIX, Event, Message, dumps, exchange_name
 from .opendental import Table
 
 _ROUTING_UNSAFE = str.maketrans({".": "_", "*": "_", "#": "_"})
@@ -250,7 +250,6 @@ def messages(
     template = ctx.routing_template
     stamp = int(received_at)
     is_db = kind == "db"
-    dumps = orjson.dumps
     keep = kept_fields(ctx, table)
     out: list[Message] = []
     for row in rows:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tracemalloc
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from bridge import normalize, opendental
-from bridge.events import encode
+from bridge.events import Message, encode
 
 ZONE = ZoneInfo("America/Chicago")
 CTX = normalize.Context(customer="main-office", zone=ZONE)
@@ -84,3 +86,31 @@ def test_deterministic_id_text_unchanged() -> None:
     material = b"main-office\x1fAppointment\x1f18\x1f2026-11-28 08:30:12"
     digest = hashlib.blake2b(material, digest_size=16).digest()
     assert normalize._uuid(material) == str(uuid.UUID(bytes=digest))
+
+
+def _kept_bytes(build: Callable[[], list[Message]]) -> tuple[int, int]:
+    """(bytes newly allocated and still held by what `build` returns, their body bytes)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = build()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return grown, sum(len(m.body) for m in kept)
+
+
+def test_message_bodies_hold_no_more_memory_than_their_bytes() -> None:
+    # orjson hands back its output buffer (>= 4 KiB, growing fourfold) as is; messages are
+    # kept until confirmed, thousands at once, so each body must be right-sized. Bodies plus
+    # ids and Message objects stay well under twice the body bytes (it was ~14x before).
+    table = opendental.table("db", "Appointment")
+    rows = [{**APPOINTMENT, "AptNum": n} for n in range(200)]
+    held, bodies = _kept_bytes(
+        lambda: normalize.messages(CTX, table, "WS", rows, 1795000000.0, prefix="od")
+    )
+    assert held < 2 * bodies
+    held, bodies = _kept_bytes(
+        lambda: [encode(e, "od") for e in normalize.events(CTX, table, "WS", rows, 0.0)]
+    )
+    assert held < 2 * bodies
