@@ -122,6 +122,7 @@ class Coalescer:
     def __init__(self, settled: Callable[[asyncio.Future[Any]], None]) -> None:
         self._settled = settled
         self._waiting: dict[Any, list[Entry]] = {}  # per aiormq channel (changes on reconnect)
+        self.writes = 0  # frame writes so far (each carries the rows of one or more requests)
 
     async def write(self, channel: Any, entry: Entry) -> None:
         """Write `entry` (alone or with others); raise if it was not written."""
@@ -146,6 +147,7 @@ class Coalescer:
                 for e in live:
                     e.frames = []  # the joined payload is all that is needed now
                 await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
+                self.writes += 1
                 self._register(channel, live)
         finally:
             if self._waiting.get(channel) is batch:

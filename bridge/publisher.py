@@ -352,44 +352,34 @@ class AmqpPublisher:
         """
         futures: list[asyncio.Future[Any]] = []
         tags: list[int] = []
-        window = self._window
         loop = asyncio.get_running_loop()
         confirmed = 0
-        chunks = 0
+        slots = 0  # window slots taken; each written row's future frees its own
         failed: BaseException | None = None
         try:
             # One timer per attempt, covering the wait for window slots too: slots are held
             # until the broker settles each row, so a stalled or blocked broker must turn
             # into a failure (spool or 503) within the budget, not into a wait without end.
             async with asyncio.timeout_at(loop.time() + limit):
-                # Requests take window slots in arrival order, each until all its rows are
-                # out: a 1000-row request is not overtaken slot by slot.
+                # Requests take window slots in arrival order; one that needs more slots than
+                # are free writes what it has and waits for the rest still in turn, so a
+                # 1000-row request is not overtaken slot by slot. Its last chunk is written
+                # after the turn is passed on: requests of one loop turn then share a write.
+                index = 0
                 async with self._admission:
-                    index = 0
-                    while index < len(pending) and failed is None:
-                        await window.acquire()  # one slot, then every slot free right now
-                        taken = 1
-                        while taken < len(pending) - index and not window.locked():
-                            await window.acquire()  # does not suspend: the semaphore is free
-                            taken += 1
-                        before = len(futures)
-                        try:
-                            chunk = pending[index : index + taken]
-                            frames, failed = encode_chunk(channel, chunk)
-                            if frames:
-                                entry = Entry(
-                                    chunk[: len(frames)],
-                                    frames,
-                                    futures,
-                                    tags,
-                                    loop.create_future(),
-                                )
-                                chunks += 1
-                                await self._coalescer.write(channel, entry)
-                        finally:
-                            for _ in range(taken - (len(futures) - before)):
-                                window.release()  # slots of rows that were not sent
+                    while True:
+                        taken = await self._take_slots(len(pending) - index)
+                        slots += taken
+                        if index + taken == len(pending):
+                            break
+                        failed = await self._write(
+                            channel, pending[index : index + taken], futures, tags
+                        )
                         index += taken
+                        if failed is not None:
+                            break
+                if failed is None:
+                    failed = await self._write(channel, pending[index:], futures, tags)
                 for future in futures:
                     await future
                     confirmed += 1
@@ -401,10 +391,45 @@ class AmqpPublisher:
         except Exception as exc:  # nack, return, closed channel, deadline: retry from here on
             return pending[confirmed:], exc
         finally:
+            for _ in range(slots - len(futures)):
+                self._window.release()  # slots of rows that were not written
             self._finish(channel, pending, futures, tags)
         if failed is not None:
             return pending[confirmed:], failed
         return [], None
+
+    async def _take_slots(self, wanted: int) -> int:
+        """One window slot (waiting for it if none is free), then every free one up to wanted."""
+        window = self._window
+        await window.acquire()
+        taken = 1
+        while taken < wanted and not window.locked():
+            await window.acquire()  # does not suspend: the semaphore is free
+            taken += 1
+        return taken
+
+    async def _write(
+        self,
+        channel: Any,
+        chunk: list[Message],
+        futures: list[asyncio.Future[Any]],
+        tags: list[int],
+    ) -> BaseException | None:
+        """Encode and write `chunk`, adding a future per written row; the error, if any.
+
+        A written row's window slot is freed by its future settling; slots of rows not
+        written stay with the caller.
+        """
+        frames, error = encode_chunk(channel, chunk)
+        if not frames:
+            return error
+        written = asyncio.get_running_loop().create_future()
+        entry = Entry(chunk[: len(frames)], frames, futures, tags, written)
+        try:
+            await self._coalescer.write(channel, entry)
+        except Exception as exc:  # not written: the rows' slots stay with the caller
+            return exc
+        return error
 
     def _finish(
         self,

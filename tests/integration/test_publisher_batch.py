@@ -123,7 +123,12 @@ async def test_concurrent_requests_coalesce_and_cancellation_leaks_nothing(prefi
             queue = await channel.declare_queue(f"{prefix}.probe", durable=False)
             await queue.bind(exchange_name(prefix, "db", "Appointment"), routing_key="#")
             singles = [_messages(prefix, 1, start=i) for i in range(300)]
-            await asyncio.gather(*(publisher.publish(m) for m in singles))
+            await asyncio.gather(*(publisher.publish(m) for m in singles[:50]))
+            writes = publisher._coalescer.writes
+            await asyncio.gather(*(publisher.publish(m) for m in singles[50:100]))
+            # Requests of one loop turn share one write (with free window slots for all).
+            assert publisher._coalescer.writes - writes == 1
+            await asyncio.gather(*(publisher.publish(m) for m in singles[100:]))
             # Cancel some requests at every stage (waiting for a slot, queued, confirming).
             tasks = [
                 asyncio.create_task(publisher.publish(_messages(prefix, 7, start=10_000 + 10 * i)))
