@@ -1,4 +1,4 @@
-"""aiohttp app factory: routes, authentication, limits, parsing and the error middleware."""
+"""aiohttp app factory: routes, authentication, limits, parsing, JSON answers."""
 
 from __future__ import annotations
 
@@ -24,15 +24,18 @@ from .errors import (
     Unauthorized,
     Unavailable,
 )
-from .log import request_id as current_request_id
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from .middleware import (
+from .publisher import Publisher
+from .responses import (
     REQUEST_ID_HEADER,
     error_response,
-    middleware,
+    method_not_allowed,
+    not_found,
+    plain,
+    start_request,
+    unexpected,
 )
-from .publisher import Publisher
 
 log = logging.getLogger("od_bridge.receiver")
 
@@ -143,9 +146,7 @@ class Receiver:
 
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: refuse a bad key or size before the client uploads."""
-        # Not reset on purpose: the handler that follows in this task keeps the same id.
-        rid = current_request_id.get() or access.request_id(request.headers.get(REQUEST_ID_HEADER))
-        current_request_id.set(rid)
+        rid = start_request(request)  # the handler that follows in this task keeps it
         labels = {"customer": "-", "type": "-"}
         try:
             self._precheck(request, labels)
@@ -200,60 +201,65 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """POST {path}[/{name}]: answer 200 only once every row is durable."""
         started = time.perf_counter()
+        rid = start_request(request)
         labels = {"customer": "-", "type": "-"}
         status = 500
         self.active += 1
         try:
-            customer = self._precheck(request, labels)
-            if self.active > self.max_active:
-                # Bounded work in flight: a fast 503 beats buffering without limit.
-                raise Unavailable("too many requests in flight; retry later", retry_after_s=1)
-            doc = parse(await self._read(request))
-            table = self._resolve(request, doc)
-            labels["type"] = table.name
-            messages = normalize.messages(
-                self.contexts[customer.name],
-                table,
-                request.headers.get("Workstation") or None,
-                doc if isinstance(doc, list) else [doc],
-                time.time(),
-                prefix=self.prefix,
-            )
-            # The parsed rows are the bulk of a request's memory (a 1000-row array is several
-            # MB of dicts); only the encoded messages are needed while confirms are awaited.
-            del doc
-            confirm_started = time.perf_counter()
-            try:
-                confirmed = await self.publisher.publish(messages)
-            except (PublishError, SpoolError) as exc:
-                raise Unavailable("the broker cannot take events right now; retry later") from exc
-            self.metrics.confirm_seconds.observe(time.perf_counter() - confirm_started)
+            response = await self._accept(request, labels)
             status = 200
-            if confirmed and messages:  # spooled rows are counted by the outbox
-                self._counters(labels["customer"], labels["type"], 200)[1].inc(len(messages))
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "request accepted",
-                    extra={
-                        "customer": customer.name,
-                        "type": table.name,
-                        "rows": len(messages),
-                        "ms": round((time.perf_counter() - started) * 1000, 1),
-                    },
-                )
-            return web.Response(
-                body=b'{"accepted":%d}' % len(messages),
-                content_type="application/json",
-                charset="utf-8",
-            )
         except RequestError as exc:
             status = exc.status
             self._refused(request, exc, labels)
-            return error_response(exc, close=status in _UNREAD_BODY)
+            response = error_response(exc, close=status in _UNREAD_BODY)
+        except Exception as exc:  # task boundary: a bug must not take the server down
+            response = unexpected(exc)
+            status = response.status
         finally:
             self.active -= 1
             self._counters(labels["customer"], labels["type"], status)[0].inc()
             self.metrics.request_seconds.observe(time.perf_counter() - started)
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
+
+    async def _accept(self, request: web.Request, labels: dict[str, str]) -> web.Response:
+        """Check, read, parse, normalize and publish one delivery; raise RequestError if not."""
+        customer = self._precheck(request, labels)
+        if self.active > self.max_active:
+            # Bounded work in flight: a fast 503 beats buffering without limit.
+            raise Unavailable("too many requests in flight; retry later", retry_after_s=1)
+        doc = parse(await self._read(request))
+        table = self._resolve(request, doc)
+        labels["type"] = table.name
+        messages = normalize.messages(
+            self.contexts[customer.name],
+            table,
+            request.headers.get("Workstation") or None,
+            doc if isinstance(doc, list) else [doc],
+            time.time(),
+            prefix=self.prefix,
+        )
+        # The parsed rows are the bulk of a request's memory (a 1000-row array is several
+        # MB of dicts); only the encoded messages are needed while confirms are awaited.
+        del doc
+        confirm_started = time.perf_counter()
+        try:
+            confirmed = await self.publisher.publish(messages)
+        except (PublishError, SpoolError) as exc:
+            raise Unavailable("the broker cannot take events right now; retry later") from exc
+        self.metrics.confirm_seconds.observe(time.perf_counter() - confirm_started)
+        if confirmed and messages:  # spooled rows are counted by the outbox
+            self._counters(customer.name, table.name, 200)[1].inc(len(messages))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request accepted",
+                extra={"customer": customer.name, "type": table.name, "rows": len(messages)},
+            )
+        return web.Response(
+            body=b'{"accepted":%d}' % len(messages),
+            content_type="application/json",
+            charset="utf-8",
+        )
 
 
 def build_app(
@@ -269,16 +275,14 @@ def build_app(
     """
     metrics = metrics or Metrics()
     receiver = Receiver(config, publisher, metrics)
-    app = web.Application(
-        middlewares=[middleware],
-        client_max_size=config.listen.max_body_bytes,
-    )
+    app = web.Application(client_max_size=config.listen.max_body_bytes)
     app[CONFIG_KEY] = config
     app[PUBLISHER_KEY] = publisher
     app[METRICS_KEY] = metrics
     path = config.listen.path
     for route in (path, f"{path}/", f"{path}/{{name}}", f"{path}/{{name}}/"):
         app.router.add_post(route, receiver.handle, expect_handler=receiver.expect)
+        app.router.add_route("*", route, method_not_allowed("POST"))
 
     def readiness() -> dict[str, Any]:
         return {
@@ -301,7 +305,8 @@ def build_app(
             await collect()
         return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_page)
+    for route, handler in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics_page)):
+        app.router.add_get(route, plain(handler))
+        app.router.add_route("*", route, method_not_allowed("GET", "HEAD"))
+    app.router.add_route("*", "/{tail:.*}", not_found)  # last: only what nothing else matched
     return app
