@@ -12,6 +12,7 @@ from contextlib import suppress
 from aiohttp import web
 
 from . import log as logsetup
+from . import memory
 from .config import Config
 from .errors import BridgeError
 from .metrics import Metrics
@@ -25,6 +26,7 @@ log = logging.getLogger("od_bridge.service")
 
 SHUTDOWN_GRACE_S = 10.0
 DRAIN_ON_STOP_S = 5.0
+TRIM_EVERY_S = 30.0  # malloc_trim: RSS back down after a burst (memory.py)
 
 
 class Service:
@@ -93,6 +95,8 @@ class Service:
 
     async def start(self) -> None:
         """Open the spool, connect (or keep trying in the background), start listening."""
+        memory.limit_arenas()  # before the spool's thread exists
+        self._tasks.append(asyncio.create_task(memory.trim_every(TRIM_EVERY_S), name="trim"))
         if self.spool is not None:
             await self.spool.open()
             if self.spool.size:
