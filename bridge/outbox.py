@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import memory
 from .errors import PublishError, SpoolError
 from .events import Message
 from .metrics import Metrics
@@ -86,6 +87,7 @@ class Drainer:
         self.max_backoff_s = max_backoff_s
         self.drained = 0
         self.idle = asyncio.Event()  # set while the spool is empty and the drainer waits
+        self._drained_when_idle = 0  # `drained` when the spool was last found empty
 
     async def run_once(self) -> int:
         """Publish and delete one batch; the number of rows drained (0 if empty)."""
@@ -130,6 +132,8 @@ class Drainer:
         backoff = 0.1
         while True:
             if self.spool.size == 0:
+                if self.drained != self._drained_when_idle:
+                    await self._settle()
                 self.wake.clear()
                 self.idle.set()
                 await self.wake.wait()
@@ -150,6 +154,15 @@ class Drainer:
                     log.error("spool drain failed", extra={"error": type(exc).__name__})
             await self._pause(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _settle(self) -> None:
+        """The spool was emptied: give the memory of the outage back (SQLite cache, heap)."""
+        self._drained_when_idle = self.drained
+        try:
+            await self.spool.shrink()
+        except Exception as exc:  # an optimisation only: never stop the drainer for it
+            log.debug("spool cache not shrunk", extra={"error": type(exc).__name__})
+        memory.trim()
 
     async def _pause(self, seconds: float) -> None:
         """Wait `seconds`, or less if woken (a reconnect wakes us)."""

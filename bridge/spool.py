@@ -216,6 +216,14 @@ class Spool:
             cursor = self._db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
         return cursor.rowcount
 
+    async def shrink(self) -> None:
+        """Free SQLite's page cache (after a drain: the rows it cached are gone anyway)."""
+        await self._run(self._shrink)
+
+    def _shrink(self) -> None:
+        assert self._db is not None
+        self._db.execute("PRAGMA shrink_memory")
+
     async def stats(self) -> Stats:
         """Depth, age of the oldest row and file size."""
         stats: Stats = await self._run(self._stats)

@@ -170,3 +170,33 @@ async def test_not_ready_when_the_broker_is_down_and_the_spool_is_full(tmp_path:
     assert not outbox.ready
     assert outbox.state() == {"ready": False, "broker": "disconnected", "spool": 2}
     await spool.close()
+
+
+async def test_an_emptied_spool_gives_its_cache_back_once_per_outage(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shrinks: list[int] = []
+    real_shrink = spool.shrink
+
+    async def counted() -> None:
+        shrinks.append(spool.size)
+        await real_shrink()
+
+    monkeypatch.setattr(spool, "shrink", counted)
+    publisher = InMemoryPublisher()
+    outbox = Outbox(publisher, spool, Metrics())
+    drainer = Drainer(spool, publisher, Metrics(), outbox.wake)
+    task = asyncio.create_task(drainer.run())
+    try:
+        await asyncio.wait_for(drainer.idle.wait(), 5)
+        assert shrinks == []  # nothing was drained: nothing to give back
+        for outage in (1, 2):
+            publisher.fail = True
+            await outbox.publish([msg(outage)])
+            publisher.fail = False
+            drainer.idle.clear()
+            await asyncio.wait_for(drainer.idle.wait(), 5)
+            assert shrinks == [0] * outage
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
