@@ -176,11 +176,17 @@ class Consumer:
         await queue.consume(on_message)
 
     async def stop(self) -> None:
-        """Delete the queue and close."""
+        """Close, then delete the queue over a plain connection.
+
+        In that order: a robust connection still restoring its topology after a broker restart
+        would declare the queue again after a delete.
+        """
         if self.connection is not None:
-            channel = await self.connection.channel()
-            await channel.queue_delete(self.queue_name)
             await self.connection.close()
+        connection = await aio_pika.connect(AMQP_URL, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(self.queue_name)
 
 
 def report(name: str, ledger: Ledger) -> dict[str, Any]:
