@@ -26,6 +26,7 @@ import orjson
 
 from bridge.events import exchange_name
 from bridge.opendental import KNOWN_TABLES
+from bridge.publisher import declare_event_exchange
 
 from . import payloads
 from .report import render, verdicts
@@ -117,12 +118,7 @@ class Bench:
                 exchange_name(self.prefix, "ui", "PatientSelected"),
                 exchange_name(self.prefix, "db", "Appointment"),
             ):
-                exchange = await channel.declare_exchange(
-                    name,
-                    aio_pika.ExchangeType.TOPIC,
-                    durable=True,
-                    arguments={"alternate-exchange": f"{self.prefix}.unrouted"},
-                )
+                exchange = await declare_event_exchange(channel, self.prefix, name)
                 await queue.bind(exchange, routing_key="#")
 
     async def cleanup(self) -> None:

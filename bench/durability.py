@@ -33,7 +33,7 @@ import orjson
 from bridge import normalize
 from bridge.events import Message, encode, exchange_name
 from bridge.opendental import KNOWN_TABLES, table
-from bridge.publisher import properties
+from bridge.publisher import declare_event_exchange, properties
 from bridge.spool import Spool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,11 +79,8 @@ async def declare_sink(prefix: str, queue: str) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        ex = await channel.declare_exchange(
-            exchange_name(prefix, "db", "Appointment"),
-            aio_pika.ExchangeType.TOPIC,
-            durable=True,
-            arguments={"alternate-exchange": f"{prefix}.unrouted"},
+        ex = await declare_event_exchange(
+            channel, prefix, exchange_name(prefix, "db", "Appointment")
         )
         q = await channel.declare_queue(queue, durable=True)
         await q.bind(ex, "#")

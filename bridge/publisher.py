@@ -90,6 +90,19 @@ def properties(message: Message) -> spec.Basic.Properties:
     )
 
 
+async def declare_event_exchange(
+    channel: aio_pika.abc.AbstractChannel, prefix: str, name: str
+) -> aio_pika.abc.AbstractExchange:
+    """A per-type exchange as od-bridge declares it: durable topic, `{prefix}.unrouted` as its
+    alternate exchange. Declare it only this way — RabbitMQ refuses other arguments."""
+    return await channel.declare_exchange(
+        name,
+        aio_pika.ExchangeType.TOPIC,
+        durable=True,
+        arguments={"alternate-exchange": f"{prefix}.unrouted"},
+    )
+
+
 class AmqpPublisher:
     """Publishes to RabbitMQ with confirms and `mandatory`, declaring the topology it needs."""
 
@@ -248,12 +261,7 @@ class AmqpPublisher:
             await self._declare_exchange(channel, name)
 
     async def _declare_exchange(self, channel: aio_pika.abc.AbstractChannel, name: str) -> None:
-        await channel.declare_exchange(
-            name,
-            aio_pika.ExchangeType.TOPIC,
-            durable=True,
-            arguments={"alternate-exchange": f"{self.prefix}.unrouted"},
-        )
+        await declare_event_exchange(channel, self.prefix, name)
         self._declared.add(name)
 
     async def _ensure_exchanges(self, messages: Sequence[Message]) -> None:

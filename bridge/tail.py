@@ -16,6 +16,7 @@ from .config import Config
 from .errors import BridgeError
 from .events import exchange_name
 from .opendental import KNOWN_TABLES, table
+from .publisher import declare_event_exchange
 
 
 def exchanges(prefix: str, types: Sequence[str]) -> list[str]:
@@ -56,12 +57,7 @@ async def _tail(
         channel = await connection.channel()
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         for name in exchanges(config.amqp.exchange_prefix, types):
-            exchange = await channel.declare_exchange(
-                name,
-                aio_pika.ExchangeType.TOPIC,
-                durable=True,
-                arguments={"alternate-exchange": f"{config.amqp.exchange_prefix}.unrouted"},
-            )
+            exchange = await declare_event_exchange(channel, config.amqp.exchange_prefix, name)
             await queue.bind(exchange, routing_key="#")
         print(f"tailing {config.amqp.exchange_prefix}.* (Ctrl-C to stop)", file=sys.stderr)
         wanted = set(customers)

@@ -16,6 +16,7 @@ import pytest
 
 from bridge.config import Config, parse
 from bridge.opendental import KNOWN_TABLES
+from bridge.publisher import declare_event_exchange
 from bridge.service import Service
 from tests.proxy import Proxy
 
@@ -162,12 +163,8 @@ async def consume(
     async def bind(exchange: str, key: str = "#") -> Collector:
         collector = Collector()
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        declared = await channel.declare_exchange(
-            exchange,
-            aio_pika.ExchangeType.TOPIC,
-            durable=True,
-            arguments={"alternate-exchange": f"{exchange.split('.', maxsplit=1)[0]}.unrouted"},
-        )
+        prefix = exchange.split(".", maxsplit=1)[0]
+        declared = await declare_event_exchange(channel, prefix, exchange)
         await queue.bind(declared, routing_key=key)
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:

@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 
 from bridge.config import Config, parse
+from bridge.publisher import declare_event_exchange
 from tests.conftest import AMQP_URL, TEST_KEY
 
 STAMP = "2026-11-28 08:00:00"
@@ -159,11 +160,8 @@ class Consumer:
         """Declare the exchange and queue, start consuming."""
         self.connection = await aio_pika.connect_robust(AMQP_URL, reconnect_interval=0.5)
         channel = await self.connection.channel()
-        exchange = await channel.declare_exchange(
-            f"{self.prefix}.db.appointment",
-            aio_pika.ExchangeType.TOPIC,
-            durable=True,
-            arguments={"alternate-exchange": f"{self.prefix}.unrouted"},
+        exchange = await declare_event_exchange(
+            channel, self.prefix, f"{self.prefix}.db.appointment"
         )
         queue = await channel.declare_queue(self.queue_name, durable=True)
         await queue.bind(exchange, "#")
