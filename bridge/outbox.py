@@ -9,7 +9,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import memory
 from .errors import PublishError, SpoolError
 from .events import Message
 from .metrics import Metrics
@@ -156,13 +155,12 @@ class Drainer:
             backoff = min(backoff * 2, self.max_backoff_s)
 
     async def _settle(self) -> None:
-        """The spool was emptied: give the memory of the outage back (SQLite cache, heap)."""
+        """The spool was emptied: free SQLite's cache (the periodic heap trim returns it)."""
         self._drained_when_idle = self.drained
         try:
             await self.spool.shrink()
         except Exception as exc:  # an optimisation only: never stop the drainer for it
             log.debug("spool cache not shrunk", extra={"error": type(exc).__name__})
-        memory.trim()
 
     async def _pause(self, seconds: float) -> None:
         """Wait `seconds`, or less if woken (a reconnect wakes us)."""

@@ -95,7 +95,6 @@ class Service:
 
     async def start(self) -> None:
         """Open the spool, connect (or keep trying in the background), start listening."""
-        memory.limit_arenas()  # before the spool's thread exists
         self._tasks.append(asyncio.create_task(memory.trim_every(TRIM_EVERY_S), name="trim"))
         if self.spool is not None:
             await self.spool.open()
@@ -172,6 +171,7 @@ async def run(config: Config, stop: asyncio.Event) -> None:
 def serve(config: Config, *, log_format: str | None = None, log_level: str | None = None) -> int:
     """`od-bridge serve`: run until SIGTERM/SIGINT, then shut down cleanly."""
     logsetup.configure(log_level or config.log.level, log_format or config.log.format)
+    memory.limit_arenas()  # per process, before the spool's thread exists
     with suppress(ImportError):
         import uvloop  # noqa: PLC0415 - optional speed-up
 
