@@ -28,13 +28,8 @@ def run(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-async def http_server(port: int) -> None:
-    """Serve until killed: POST anything → parse JSON → 200."""
-
-    async def handle(request: web.Request) -> web.Response:
-        doc = orjson.loads(await request.read())
-        rows = len(doc) if isinstance(doc, list) else 1
-        return web.Response(body=b'{"accepted":%d}' % rows, content_type="application/json")
+async def serve_app(handle: Any, port: int) -> None:
+    """Serve `handle` on POST /apievents (and GET /readyz) on 127.0.0.1:`port` until killed."""
 
     async def ready(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -46,6 +41,17 @@ async def http_server(port: int) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
     await asyncio.Event().wait()
+
+
+async def http_server(port: int) -> None:
+    """Serve until killed: POST anything → parse JSON → 200."""
+
+    async def handle(request: web.Request) -> web.Response:
+        doc = orjson.loads(await request.read())
+        rows = len(doc) if isinstance(doc, list) else 1
+        return web.Response(body=b'{"accepted":%d}' % rows, content_type="application/json")
+
+    await serve_app(handle, port)
 
 
 async def amqp_publisher(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,14 +7,13 @@ nothing else: no normalization, no envelope, no ids, no metrics.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import uuid
 
 import aio_pika
 import orjson
 from aiohttp import web
 
-from .ceilings import run
+from .ceilings import run, serve_app
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -47,16 +46,7 @@ async def serve(args: argparse.Namespace) -> None:
             return web.json_response({"error": "not confirmed"}, status=503)
         return web.json_response({"accepted": len(rows)})
 
-    async def ready(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_post("/apievents", handle)
-    app.router.add_get("/readyz", ready)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", args.port, backlog=1024).start()
-    await asyncio.Event().wait()
+    await serve_app(handle, args.port)
 
 
 if __name__ == "__main__":
