@@ -36,22 +36,47 @@ class Event:
 
     def envelope(self) -> dict[str, Any]:
         """The CloudEvents 1.0 attributes and data, in the documented key order."""
-        out: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": self.id,
-            "source": self.source,
-            "type": self.type,
-        }
-        if self.subject is not None:
-            out["subject"] = self.subject
-        out["time"] = self.time
-        out["datacontenttype"] = "application/json"
-        out["odcustomer"] = self.customer
-        if self.workstation is not None:
-            out["odworkstation"] = self.workstation
-        out["odclinic"] = self.clinic
-        out["data"] = self.data
-        return out
+        return envelope(
+            self.id,
+            self.source,
+            self.type,
+            self.subject,
+            self.time,
+            self.customer,
+            self.workstation,
+            self.clinic,
+            self.data,
+        )
+
+
+def envelope(  # noqa: PLR0917 - one argument per CloudEvents attribute, positional on the hot path
+    event_id: str,
+    source: str,
+    event_type: str,
+    subject: str | None,
+    time: str,
+    customer: str,
+    workstation: str | None,
+    clinic: int | str,
+    data: Any,
+) -> dict[str, Any]:
+    """The CloudEvents 1.0 attributes and data of one event, in the documented key order."""
+    out: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": event_type,
+    }
+    if subject is not None:
+        out["subject"] = subject
+    out["time"] = time
+    out["datacontenttype"] = "application/json"
+    out["odcustomer"] = customer
+    if workstation is not None:
+        out["odworkstation"] = workstation
+    out["odclinic"] = clinic
+    out["data"] = data
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from .events import TYPE_PREFIX, Event, Message, dumps, exchange_name
+from .events import TYPE_PREFIX, Event, Message, dumps, envelope, exchange_name
 from .opendental import Table
 
 _ROUTING_UNSAFE = str.maketrans({".": "_", "*": "_", "#": "_"})
@@ -186,6 +186,26 @@ def received_time(received_at: float, zone: tzinfo) -> str:
     return f"{base}.{micros // 1000:03d}{offset}"
 
 
+def _facts(ctx: Context, table: Table, row: dict[str, Any], now: str) -> tuple[Any, Any, str, str]:
+    """(key, clinic, id, time) of one row.
+
+    All from the raw row: redaction and the allowlist shape only what consumers see in `data`,
+    never subjects, routing or how duplicates are recognized.
+    """
+    key = row.get(table.primary_key) if table.primary_key else None
+    clinic = row.get("ClinicNum", 0)
+    if isinstance(clinic, str) and clinic.isdigit():
+        clinic = int(clinic)
+    if table.kind == "db":
+        return (
+            key,
+            clinic,
+            row_id(ctx.customer, table, row),
+            _change_time(row, table, ctx.zone) or now,
+        )
+    return key, clinic, _uuid4(), now
+
+
 def events(
     ctx: Context,
     table: Table,
@@ -198,16 +218,7 @@ def events(
     keep = kept_fields(ctx, table)
     out: list[Event] = []
     for row in rows:
-        key = row.get(table.primary_key) if table.primary_key else None
-        clinic = row.get("ClinicNum", 0)
-        if isinstance(clinic, str) and clinic.isdigit():
-            clinic = int(clinic)
-        if table.kind == "db":
-            event_id = row_id(ctx.customer, table, row)
-            time = _change_time(row, table, ctx.zone) or now
-        else:
-            event_id = _uuid4()
-            time = now
+        key, clinic, event_id, time = _facts(ctx, table, row, now)
         out.append(
             Event(
                 id=event_id,
@@ -219,8 +230,6 @@ def events(
                 customer=ctx.customer,
                 workstation=workstation,
                 clinic=clinic,
-                # Ids, subjects and routing above come from the raw row: redaction and the
-                # allowlist shape only what consumers see, never how duplicates are recognized.
                 data=row_data(row, ctx, keep),
                 routing_key=routing_key(ctx.routing_template, ctx.customer, clinic, workstation),
                 received_at=received_at,
@@ -243,43 +252,20 @@ def messages(
     The same bytes, built without the intermediate Event objects (the per-row hot path).
     """
     now = received_time(received_at, ctx.zone)
-    name, kind, primary_key = table.name, table.kind, table.primary_key
-    exchange = exchange_name(prefix, kind, name)
-    event_type = f"{TYPE_PREFIX}.{kind}.{name}"
-    source, customer, zone = ctx.source, ctx.customer, ctx.zone
-    template = ctx.routing_template
+    name = table.name
+    exchange = exchange_name(prefix, table.kind, name)
+    event_type = f"{TYPE_PREFIX}.{table.kind}.{name}"
+    source, customer, template = ctx.source, ctx.customer, ctx.routing_template
     stamp = int(received_at)
-    is_db = kind == "db"
     keep = kept_fields(ctx, table)
     out: list[Message] = []
     for row in rows:
-        key = row.get(primary_key) if primary_key else None
-        clinic = row.get("ClinicNum", 0)
-        if isinstance(clinic, str) and clinic.isdigit():
-            clinic = int(clinic)
-        if is_db:
-            event_id = row_id(customer, table, row)
-            time = _change_time(row, table, zone) or now
-        else:
-            event_id = _uuid4()
-            time = now
-        envelope: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": event_id,
-            "source": source,
-            "type": event_type,
-        }
-        if key is not None:
-            envelope["subject"] = f"{name}/{key}"
-        envelope["time"] = time
-        envelope["datacontenttype"] = "application/json"
-        envelope["odcustomer"] = customer
-        if workstation is not None:
-            envelope["odworkstation"] = workstation
-        envelope["odclinic"] = clinic
-        # Ids, subjects and routing come from the raw row: redaction and the allowlist shape
-        # only what consumers see, never how duplicates are recognized.
-        envelope["data"] = row_data(row, ctx, keep)
+        key, clinic, event_id, time = _facts(ctx, table, row, now)
+        subject = f"{name}/{key}" if key is not None else None
+        data = row_data(row, ctx, keep)
+        body = envelope(
+            event_id, source, event_type, subject, time, customer, workstation, clinic, data
+        )
         out.append(
             Message(
                 exchange,
@@ -287,7 +273,7 @@ def messages(
                 event_id,
                 event_type,
                 stamp,
-                dumps(envelope),
+                dumps(body),
             )
         )
     return out
