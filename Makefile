@@ -20,13 +20,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy bridge
+	$(BIN)/mypy bridge bench
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check bridge tests bench
-	$(BIN)/mypy bridge
+	$(BIN)/mypy bridge bench
 
 emulate: $(STAMP)
 	$(BIN)/od-bridge emulate

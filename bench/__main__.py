@@ -29,7 +29,8 @@ from bridge.opendental import KNOWN_TABLES
 from bridge.publisher import declare_event_exchange
 
 from . import payloads
-from .report import render, verdicts
+from .load import percentiles
+from .report import pool_rounds, render, verdicts
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
@@ -282,7 +283,7 @@ class Bench:
         if not report["valid"]:
             self.problems.append(f"amqp: {report['failed']} publishes not confirmed")
         report["rps"] = report["rate"]
-        return report
+        return dict(report)
 
     async def start_naive(self) -> tuple[asyncio.subprocess.Process, int]:
         port = free_port()
@@ -384,7 +385,13 @@ log: {{level: WARNING}}
         await self.stop(proc)
 
     async def latency(self) -> None:
-        """4c for od-bridge and the naive bridge, interleaved rounds; each keeps its best p99."""
+        """4c for od-bridge and the naive bridge, interleaved rounds, percentiles pooled.
+
+        At this load the tail is set by stalls outside either server (the broker's fsyncs,
+        the shared machine): a few of them decide one round's p99. Pooling every matched
+        event of every round estimates each side's p99 from all the data; the per-round p99s
+        are kept to show the spread.
+        """
         a = self.results.get("bridge_a", {}).get("rps") or self.args.rate * 4
         rate = max(10.0, round(0.25 * a))
         self.results["open_rate"] = rate
@@ -399,12 +406,7 @@ log: {{level: WARNING}}
             runs["naive_c"].append(await self.open_loop("naive_c", port, rate))
             await self.stop(proc)
         for name, reports in runs.items():
-            valid = [rep for rep in reports if rep.get("valid")] or reports
-            best = min(valid, key=lambda rep: float(rep["e2e_ms"]["p99"]))
-            self.results[name] = {
-                **best,
-                "rounds_p99": [round(rep["e2e_ms"]["p99"], 2) for rep in reports],
-            }
+            self.results[name] = pool_rounds(reports)
 
     async def open_loop(self, name: str, port: int, rate: float) -> dict[str, Any]:
         sent_file = self.tmp / f"{name}-sent.json"
@@ -428,9 +430,8 @@ log: {{level: WARNING}}
                 lost += 1
             else:
                 deltas.append(got - at)
-        from .load import percentiles
-
         report["e2e_ms"] = percentiles(deltas)
+        report["e2e_deltas"] = deltas
         report["e2e_matched"] = len(deltas)
         report["e2e_lost"] = lost
         if lost:

@@ -29,9 +29,9 @@ def percentiles(values: Any) -> dict[str, float]:
         return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "max": float("nan")}
 
     def at(q: float) -> float:
-        return data[min(len(data) - 1, int(q * len(data)))] * 1000
+        return float(data[min(len(data) - 1, int(q * len(data)))]) * 1000
 
-    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": data[-1] * 1000}
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": float(data[-1]) * 1000}
 
 
 def request_bytes(host: str, port: int, path: str, kind: str, body: bytes) -> bytes:

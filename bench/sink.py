@@ -38,7 +38,9 @@ class Sink:
     async def on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
         now = time.monotonic()
         self.last = now
-        if message.delivery.redelivered:
+        delivery = message.delivery
+        assert isinstance(delivery, aiormq.spec.Basic.Deliver)  # a consumer gets only these
+        if delivery.redelivered:
             self.redelivered += 1
         else:
             self.count += 1
@@ -48,7 +50,7 @@ class Sink:
             pat = data.get("PatNum") if isinstance(data, dict) else None
             if isinstance(pat, int) and pat not in self.stamps:
                 self.stamps[pat] = now
-        self.last_tag = message.delivery.delivery_tag
+        self.last_tag = delivery.delivery_tag or 0
         self.unacked += 1
         if self.unacked >= 256 and message.channel is not None:
             self.unacked = 0
