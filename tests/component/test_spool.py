@@ -127,12 +127,8 @@ async def test_drainer_task_wakes_up_and_empties_the_spool(spool: Spool) -> None
     publisher.fail = False
     task = asyncio.create_task(drainer.run())
     try:
-
-        async def emptied() -> None:
-            while spool.size:
-                await asyncio.sleep(0)
-
-        await asyncio.wait_for(emptied(), 5)
+        await asyncio.wait_for(drainer.idle.wait(), 5)  # set once it has emptied the spool
+        assert spool.size == 0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
