@@ -155,12 +155,12 @@ class Drainer:
             backoff = min(backoff * 2, self.max_backoff_s)
 
     async def _settle(self) -> None:
-        """The spool was emptied: free SQLite's cache (the periodic heap trim returns it)."""
+        """The spool was emptied: free SQLite's cache and the file's space (see Spool.shrink)."""
         self._drained_when_idle = self.drained
         try:
             await self.spool.shrink()
         except Exception as exc:  # an optimisation only: never stop the drainer for it
-            log.debug("spool cache not shrunk", extra={"error": type(exc).__name__})
+            log.info("spool not shrunk", extra={"error": type(exc).__name__})
 
     async def _pause(self, seconds: float) -> None:
         """Wait `seconds`, or less if woken (a reconnect wakes us)."""

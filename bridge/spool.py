@@ -217,11 +217,21 @@ class Spool:
         return cursor.rowcount
 
     async def shrink(self) -> None:
-        """Free SQLite's page cache (after a drain: the rows it cached are gone anyway)."""
+        """After a drain: free SQLite's page cache and, if no row is left, the file's space.
+
+        A spool that held an outage's rows keeps its size otherwise (SQLite reuses free pages,
+        it never returns them): up to ~1 KB per row, ~1 GB at the default `max_events`.
+        """
         await self._run(self._shrink)
 
     def _shrink(self) -> None:
         assert self._db is not None
+        # The spool thread runs one operation at a time: no row can arrive between the check
+        # and the VACUUM. On an empty table VACUUM takes ~1 ms; truncating the WAL (into which
+        # it wrote the new, small database) gives the space back: ~0.3 s for a 0.9 GB file.
+        if self._db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.execute("PRAGMA shrink_memory")
 
     async def stats(self) -> Stats:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -196,3 +197,27 @@ async def test_an_emptied_spool_gives_its_cache_back_once_per_outage(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_emptied_spool_gives_its_disk_space_back(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite3", max_events=10_000)
+    await spool.open()
+    try:
+        big = [dataclasses.replace(msg(n), body=b"x" * 1000) for n in range(3000)]
+        for start in range(0, len(big), 500):
+            await spool.append(big[start : start + 500])
+        rows = await spool.peek(3000)
+        await spool.delete(rows[0][0], rows[1999][0])
+        full = (await spool.stats()).file_bytes
+        assert full > 3_000_000
+        await spool.shrink()  # 1,000 rows left: they and the file's size stay
+        assert [m for _, m in await spool.peek(3000)] == big[2000:]
+        await spool.delete(rows[2000][0], rows[-1][0])
+        await spool.shrink()
+        assert (await spool.stats()).file_bytes < 100_000
+        await spool.append([msg(1), msg(2)])
+        after = await spool.peek(10)
+        assert [m for _, m in after] == [msg(1), msg(2)]
+        assert after[0][0] > rows[-1][0]  # sequence numbers keep growing: FIFO across it
+    finally:
+        await spool.close()
