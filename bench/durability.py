@@ -341,9 +341,11 @@ async def drain_after_outage(
                 print(f"  outage: {outage_s} s of HTTP load into the spool", flush=True)
                 load = await http_load(port, outage_s, concurrency, per_request, counter)
                 depth = (await readyz(session, port))["spool"]
+                spool_path = Path(tmp) / "spool.sqlite3"
+                file_at_peak = spool_bytes(spool_path)
                 print(
                     f"  outage over: {load['rows_acked']} rows acked "
-                    f"({load['rows_per_s']}/s), spool {depth}",
+                    f"({load['rows_per_s']}/s), spool {depth}, {file_at_peak >> 20} MiB",
                     flush=True,
                 )
                 healed = time.perf_counter()
@@ -362,6 +364,12 @@ async def drain_after_outage(
                         raise RuntimeError(f"spool not drained after 600 s: {d} left")
                     await asyncio.sleep(0.05)
                 emptied = time.perf_counter()
+                # The drainer gives the file's space back once it finds the spool empty.
+                file_after = spool_bytes(spool_path)
+                while file_after > 1 << 20 and time.perf_counter() - emptied < 30:
+                    await asyncio.sleep(0.05)
+                    file_after = spool_bytes(spool_path)
+                shrunk_s = time.perf_counter() - emptied
             rss_kb = rss(proc.pid)
     await proxy.close()
     acked: set[int] = load.pop("acked")
@@ -380,9 +388,17 @@ async def drain_after_outage(
         "drain_rows_per_s": round(depth / drain_s),
         "heal_to_empty_s": round(emptied - healed, 3),
         "bridge_rss_kb_at_end": rss_kb,
+        "spool_file_bytes_at_peak": file_at_peak,
+        "spool_file_bytes_after_drain": file_after,
+        "spool_file_shrunk_after_s": round(shrunk_s, 2),
         "consumer": arrival,
         "timeline": timeline[:: max(1, len(timeline) // 60)],
     }
+
+
+def spool_bytes(path: Path) -> int:
+    """The spool's size on disk: the database file and its WAL."""
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
 def rss(pid: int) -> int:
@@ -517,6 +533,10 @@ def cli() -> None:
                 "ratio": report["drain_vs_ceiling"],
                 "ratio_1024": report["drain_vs_ceiling_1024"],
                 "spool_depth": drain["spool_depth_after_outage"],
+                "spool_mib": [
+                    drain["spool_file_bytes_at_peak"] >> 20,
+                    drain["spool_file_bytes_after_drain"] >> 20,
+                ],
                 "consumer": drain["consumer"],
                 "results": str(out),
             }
