@@ -32,6 +32,7 @@ async def _drain(config: Config, spool: Spool) -> None:
         print(f"drained {drained} of {before} rows; {spool.size} left")
         if spool.size:
             raise BridgeError(f"{spool.size} rows could not be published; they stay in the spool")
+        await spool.shrink()  # as the daemon's drainer does: give the file's space back
     finally:
         await publisher.close()
 

@@ -1,0 +1,79 @@
+"""`od-bridge spool stats|drain` against a real RabbitMQ: what an operator runs after an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import spoolcli
+from bridge.errors import SpoolError
+from bridge.events import Message, exchange_name
+from bridge.spool import Spool
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.integration
+
+
+def _rows(exchange: str, count: int) -> list[Message]:
+    return [
+        Message(
+            exchange=exchange,
+            routing_key="main-office.appointment.ws1",
+            message_id=f"spooled-{i}",
+            type="com.opendental.db.Appointment",
+            timestamp=1_795_000_000,
+            body=b'{"n": %d}' % i + b" " * 1000,
+        )
+        for i in range(count)
+    ]
+
+
+async def test_stats_then_drain_publishes_in_order_and_gives_the_space_back(
+    prefix: str,
+    consume: Callable[[str], Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "spool.sqlite3"
+    config = make_config(prefix, spool=f'{{enabled: true, path: "{path}"}}')
+    exchange = exchange_name(prefix, "db", "Appointment")
+    collector = await consume(exchange)
+    rows = _rows(exchange, 1500)
+    spool = Spool(path, 10_000)
+    await spool.open()
+    await spool.append(rows)  # what a daemon left behind when it stopped during an outage
+    await spool.close()
+
+    await asyncio.to_thread(spoolcli.run, config, "stats")
+    stats = capsys.readouterr().out
+    assert "rows waiting: 1500" in stats
+    before = int(re.search(r"file size: (\d+) bytes", stats).group(1))  # type: ignore[union-attr]
+    assert before > 1_500_000
+
+    await asyncio.to_thread(spoolcli.run, config, "drain")
+    assert capsys.readouterr().out == "drained 1500 of 1500 rows; 0 left\n"
+    got = await collector.wait_for(1500)
+    assert [m.message_id for m in got] == [m.message_id for m in rows]
+
+    await asyncio.to_thread(spoolcli.run, config, "stats")
+    stats = capsys.readouterr().out
+    assert "rows waiting: 0" in stats
+    after = int(re.search(r"file size: (\d+) bytes", stats).group(1))  # type: ignore[union-attr]
+    assert after < 100_000  # the drained rows' space is given back
+
+
+async def test_refused_while_a_daemon_holds_the_spool(prefix: str, tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    config = make_config(prefix, spool=f'{{enabled: true, path: "{path}"}}')
+    daemon = Spool(path, 10)
+    await daemon.open()
+    try:
+        with pytest.raises(SpoolError, match="in use by another od-bridge process"):
+            await asyncio.to_thread(spoolcli.run, config, "drain")
+    finally:
+        await daemon.close()
