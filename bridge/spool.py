@@ -229,10 +229,13 @@ class Spool:
         # The spool thread runs one operation at a time: no row can arrive between the check
         # and the VACUUM. On an empty table VACUUM takes ~1 ms; truncating the WAL (into which
         # it wrote the new, small database) gives the space back: ~0.3 s for a 0.9 GB file.
-        if self._db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
-            self._db.execute("VACUUM")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._db.execute("PRAGMA shrink_memory")
+        try:
+            if self._db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("PRAGMA shrink_memory")
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool not shrunk ({exc})") from None
 
     async def stats(self) -> Stats:
         """Depth, age of the oldest row and file size."""

@@ -221,3 +221,10 @@ async def test_an_emptied_spool_gives_its_disk_space_back(tmp_path: Path) -> Non
         assert after[0][0] > rows[-1][0]  # sequence numbers keep growing: FIFO across it
     finally:
         await spool.close()
+
+
+async def test_a_failed_shrink_is_a_spool_error(spool: Spool) -> None:
+    assert spool._db is not None
+    spool._db.close()  # any SQLite failure will do
+    with pytest.raises(SpoolError, match="spool not shrunk"):
+        await spool.shrink()
