@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .normalize import ROUTING_VALUE_BYTES, routing_key
 
 MANAGED_NOTE = "managed by od-bridge"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -353,6 +354,21 @@ class Config(_Model):
                         f"customer '{customer.name}' shares a customer key with another entry"
                     )
                 keys.add(key)
+        return self
+
+    @model_validator(mode="after")
+    def _routing_keys_fit(self) -> Config:
+        # The longest key a request can produce (clinic and workstation are cut to
+        # ROUTING_VALUE_BYTES) must be a valid AMQP short string, else rows could never go.
+        longest = "w" * ROUTING_VALUE_BYTES
+        for customer in self.customers:
+            key = routing_key(self.amqp.routing_key, customer.name, longest, longest)
+            if len(key.encode()) > 255:
+                raise ValueError(
+                    f"amqp.routing_key gives keys of up to {len(key.encode())} bytes for "
+                    f"customer '{customer.name}'; AMQP allows 255 (clinic and workstation "
+                    f"take up to {ROUTING_VALUE_BYTES} bytes each)"
+                )
         return self
 
 

@@ -66,6 +66,22 @@ def parse(body: bytes) -> list[dict[str, Any]] | dict[str, Any]:
     raise BadRequest("body must be a JSON object or an array of objects")
 
 
+def header_text(value: str | None) -> str | None:
+    """A header's value as text that can be encoded, or None when absent or empty.
+
+    aiohttp decodes header bytes as UTF-8 and keeps bytes that are not (a Windows machine name
+    in its code page) as lone surrogates, which no encoder accepts; such a value is read as
+    ISO-8859-1 instead, HTTP's historical charset, in which every byte is a character.
+    """
+    if not value or value.isascii():
+        return value or None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode(errors="surrogateescape").decode("latin-1")
+    return value
+
+
 class Receiver:
     """The webhook endpoint: authenticate, read within limits, parse, normalize, publish."""
 
@@ -234,7 +250,7 @@ class Receiver:
         messages = normalize.messages(
             self.contexts[customer.name],
             table,
-            request.headers.get("Workstation") or None,
+            header_text(request.headers.get("Workstation")),
             doc if isinstance(doc, list) else [doc],
             time.time(),
             prefix=self.prefix,

@@ -279,3 +279,28 @@ async def test_expect_100_continue_lets_a_good_request_upload(
     assert final.startswith(b"HTTP/1.1 200")
     assert len(publisher.messages) == 2
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        ("RÉCEPTION".encode("cp1252"), "RÉCEPTION"),  # a Windows machine name in its code page
+        ("RÉCEPTION".encode(), "RÉCEPTION"),  # UTF-8
+        (b"FRONT\xffDESK", "FRONT\xffDESK"),
+    ],
+)
+async def test_a_workstation_header_in_any_encoding_is_accepted(
+    client: Client, publisher: InMemoryPublisher, raw: bytes, text: str
+) -> None:
+    body = orjson.dumps(sample("patient_selected")["body"])
+    head = (
+        b"POST /apievents HTTP/1.1\r\nHost: x\r\nAuthorization: " + TEST_KEY.encode() + b"\r\n"
+        b"Workstation: " + raw + b"\r\nEvent-Type: UiEventType: PatientSelected\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    answer, writer = await _raw_exchange(client, head)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    (message,) = publisher.messages
+    assert orjson.loads(message.body)["odworkstation"] == text
+    assert message.routing_key == f"main-office.0.{text}"

@@ -110,3 +110,19 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "customers[0].timezone: unknown time zone 'Mars/Base'" in err
     assert "Traceback" not in err
     assert cli.main(["check-config", "-c", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_a_routing_key_template_that_could_exceed_255_bytes_is_refused() -> None:
+    text = """
+amqp: {routing_key: "{customer}.{workstation}.{workstation}.{workstation}.{clinic}"}
+customers:
+  - {name: main-office, customer_key: k1}
+"""
+    found = problems(text)
+    assert any("gives keys of up to 271 bytes for customer 'main-office'" in p for p in found)
+    ok = """
+amqp: {routing_key: "{customer}.{workstation}.{workstation}.{clinic}"}
+customers:
+  - {name: main-office, customer_key: k1}
+"""
+    assert parse(ok, env={}).amqp.routing_key.count("{workstation}") == 2

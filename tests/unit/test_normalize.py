@@ -189,3 +189,14 @@ def test_routing_key_sanitizes_values() -> None:
     event = events_of("patient_selected")[0]
     assert event.routing_key == "main-office.0.FRONTDESK1"
     assert event.clinic == 0  # "0" string in the UI sample becomes the number
+
+
+def test_routing_keys_stay_publishable_whatever_the_row_or_header_holds() -> None:
+    template = "{customer}.{clinic}.{workstation}"
+    long = normalize.routing_key(template, "c", "9" * 300, "É" * 300)
+    assert long == "c." + "9" * 64 + "." + "É" * 32  # 64 bytes each, never half a character
+    assert len(long.encode()) <= 255
+    # A row's ClinicNum can be any JSON value; it must not break the request (was a 500).
+    assert normalize.routing_key(template, "c", [1, 2], None) == "c.[1, 2]._"
+    assert normalize.routing_key(template, "c", {"a": 1}, "W") == "c.{'a': 1}.W"
+    assert normalize.routing_key(template, "c", None, "W") == "c.None.W"
