@@ -7,8 +7,9 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -142,8 +143,10 @@ class Spool:
         rows = sum(len(m) for m, _ in batch)
         try:
             await self._run(self._insert, [m for messages, _ in batch for m in messages])
-        except SpoolError as exc:
-            failure: SpoolError = exc
+        except Exception as exc:  # the committer must outlive any failure, and answer every waiter
+            failure = (
+                exc if isinstance(exc, SpoolError) else SpoolError(f"spool write failed ({exc!r})")
+            )
             for _, done in batch:
                 if not done.done():
                     done.set_exception(failure)
@@ -184,6 +187,11 @@ class Spool:
 
     def _peek(self, limit: int) -> list[tuple[int, Message]]:
         assert self._db is not None
+        with _as_spool_error("read"):
+            return self._read(limit)
+
+    def _read(self, limit: int) -> list[tuple[int, Message]]:
+        assert self._db is not None
         cursor = self._db.execute(
             "SELECT seq, exchange, routing_key, message_id, type, timestamp, body"
             " FROM events ORDER BY seq LIMIT ?",
@@ -211,7 +219,7 @@ class Spool:
 
     def _delete(self, first: int, last: int) -> int:
         assert self._db is not None
-        with self._db:
+        with _as_spool_error("delete"), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
         return cursor.rowcount
@@ -229,13 +237,11 @@ class Spool:
         # The spool thread runs one operation at a time: no row can arrive between the check
         # and the VACUUM. On an empty table VACUUM takes ~1 ms; truncating the WAL (into which
         # it wrote the new, small database) gives the space back: ~0.3 s for a 0.9 GB file.
-        try:
+        with _as_spool_error("shrink"):
             if self._db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
                 self._db.execute("VACUUM")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.execute("PRAGMA shrink_memory")
-        except sqlite3.Error as exc:
-            raise SpoolError(f"spool not shrunk ({exc})") from None
 
     async def stats(self) -> Stats:
         """Depth, age of the oldest row and file size."""
@@ -244,8 +250,19 @@ class Spool:
 
     def _stats(self) -> Stats:
         assert self._db is not None
-        depth, oldest = self._db.execute("SELECT count(*), min(timestamp) FROM events").fetchone()
+        with _as_spool_error("read"):
+            row = self._db.execute("SELECT count(*), min(timestamp) FROM events").fetchone()
+        depth, oldest = row
         size = sum(
             os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if os.path.exists(p)
         )
         return Stats(depth=depth, oldest_timestamp=oldest, file_bytes=size)
+
+
+@contextmanager
+def _as_spool_error(action: str) -> Iterator[None]:
+    """SQLite's errors as SpoolError: callers handle one kind of spool failure."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise SpoolError(f"spool {action} failed ({exc})") from None

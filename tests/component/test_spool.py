@@ -226,5 +226,22 @@ async def test_an_emptied_spool_gives_its_disk_space_back(tmp_path: Path) -> Non
 async def test_a_failed_shrink_is_a_spool_error(spool: Spool) -> None:
     assert spool._db is not None
     spool._db.close()  # any SQLite failure will do
-    with pytest.raises(SpoolError, match="spool not shrunk"):
+    with pytest.raises(SpoolError, match="spool shrink failed"):
         await spool.shrink()
+
+
+async def test_the_committer_survives_any_failure_and_answers_every_writer(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_insert = spool._insert
+
+    def broken(messages: list[Message]) -> None:
+        monkeypatch.setattr(spool, "_insert", real_insert)  # fails once
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    monkeypatch.setattr(spool, "_insert", broken)
+    with pytest.raises(SpoolError, match="OverflowError"):
+        await asyncio.wait_for(spool.append([msg(1)]), 5)
+    assert spool.size == 0
+    await asyncio.wait_for(spool.append([msg(2)]), 5)  # the committer is still there
+    assert [m for _, m in await spool.peek(10)] == [msg(2)]
