@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -56,10 +57,38 @@ class TextFormatter(logging.Formatter):
         return f"{line} {extra}".rstrip()
 
 
+def _plain(value: Any) -> Any:
+    """A log argument of another library as it may be logged: scalars and short text only."""
+    if value is None or isinstance(value, int | float):
+        return value
+    if isinstance(value, str) and len(value) <= 200:
+        return value
+    return f"<{type(value).__name__}>"
+
+
+class LibraryArguments(logging.Filter):
+    """Keeps request data out of other libraries' log lines.
+
+    Their messages may format objects that hold a body (aiormq logs a returned message with
+    `%r`); od-bridge's own lines pass only chosen fields. Arguments of other loggers that are
+    not plain scalars or short text are replaced by their type's name.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's arguments; never drop the line."""
+        if record.args and not record.name.startswith("od_bridge"):
+            if isinstance(record.args, Mapping):
+                record.args = {key: _plain(value) for key, value in record.args.items()}
+            else:
+                record.args = tuple(_plain(value) for value in record.args)
+        return True
+
+
 def configure(level: str = "INFO", fmt: str = "json", stream: IO[str] | None = None) -> None:
     """Send every log line to stderr (or `stream`) in the chosen format; quiet chatty libraries."""
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(LibraryArguments())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -57,6 +57,7 @@ def captured() -> Iterator[io.StringIO]:
     logsetup.configure("DEBUG", "json", stream=buf)
     text = logging.StreamHandler(buf)
     text.setFormatter(logsetup.TextFormatter())
+    text.addFilter(logsetup.LibraryArguments())  # as configure() sets up every handler
     root.addHandler(text)
     try:
         yield buf
@@ -201,3 +202,21 @@ async def test_client_errors_reach_no_log_either(captured: io.StringIO) -> None:
     finally:
         await runner.cleanup()
     _assert_clean(captured.getvalue())
+
+
+def test_a_library_logging_a_message_object_logs_no_body(captured: io.StringIO) -> None:
+    # aiormq logs a returned message it cannot match with "%r" (the repr holds the body).
+    class Delivered:
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        def __repr__(self) -> str:
+            return f"<DeliveredMessage body={self.body!r}>"
+
+    body = body_bytes(all_samples()["patient_selected"])
+    logging.getLogger("aiormq.channel").error("Unhandled message %r returning", Delivered(body))
+    logging.getLogger("aiormq.connection").warning("Server said %s (%d)", "NOT_FOUND", 404)
+    text = captured.getvalue()
+    _assert_clean(text)
+    assert "Unhandled message '<Delivered>' returning" in text
+    assert "Server said NOT_FOUND (404)" in text  # plain arguments are kept
