@@ -113,6 +113,7 @@ class AmqpPublisher:
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._declared: set[str] = set()
+        self._clashes: set[str] = set()  # exchanges RabbitMQ refused to declare (logged once)
         self._declare_lock = asyncio.Lock()
         self._window = asyncio.Semaphore(settings.max_in_flight)
         self.connected = asyncio.Event()  # set while connected
@@ -270,7 +271,19 @@ class AmqpPublisher:
             return
         async with self._declare_lock:
             for name in sorted(missing - self._declared):
-                await self._declare_exchange(self._channel, name)
+                try:
+                    await self._declare_exchange(self._channel, name)
+                except aiormq.exceptions.ChannelPreconditionFailed:
+                    if name not in self._clashes:  # once per exchange: it repeats every retry
+                        self._clashes.add(name)
+                        log.error(
+                            "RabbitMQ refused to declare the exchange of a new event type: it "
+                            "exists with other arguments; its rows cannot be published (they "
+                            "wait in the spool) until it is deleted or re-declared as a durable "
+                            "topic exchange with the bridge's alternate-exchange",
+                            extra={"exchange": name},
+                        )
+                    raise
 
     # --- publishing ------------------------------------------------------------------------
     async def publish(self, messages: Sequence[Message]) -> bool:

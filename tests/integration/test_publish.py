@@ -11,6 +11,7 @@ import pytest
 from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_event
 
 from bridge.errors import PublishError
+from bridge.events import Message
 from bridge.publisher import AmqpPublisher
 from tests.conftest import AMQP_URL, TEST_KEY, all_samples, make_config, sample
 
@@ -131,3 +132,26 @@ async def test_a_clashing_unrouted_queue_is_a_clear_error(
         await publisher.start(wait=True)
     assert "RabbitMQ refused the topology" in caplog.text
     await publisher.close()
+
+
+async def test_a_clashing_exchange_for_a_new_type_is_a_clear_error_logged_once(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"{prefix}.db.commlog"  # not declared at startup: Commlog is not a known table
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
+        publisher = AmqpPublisher(make_config(prefix, retry_budget_s=0.3).amqp)
+        await publisher.start(wait=True)
+        try:
+            message = Message(name, "k", "id-1", "com.opendental.db.Commlog", 1, b"{}")
+            for _ in range(2):
+                with pytest.raises(PublishError):
+                    await publisher.publish([message])
+            refusals = [r for r in caplog.records if "refused to declare" in r.getMessage()]
+            assert [getattr(r, "exchange", None) for r in refusals] == [name]
+            assert publisher.ready  # the publishing channel came back for everything else
+        finally:
+            await publisher.close()
+        await channel.exchange_delete(name)
