@@ -214,7 +214,14 @@ class Spool:
 
     async def delete(self, first: int, last: int) -> None:
         """Remove rows first..last (confirmed by the broker)."""
-        removed: int = await self._run(self._delete, first, last)
+        deleting = asyncio.ensure_future(self._run(self._delete, first, last))
+        try:
+            removed: int = await asyncio.shield(deleting)
+        except asyncio.CancelledError:
+            # The spool thread finishes the delete anyway (at shutdown, say): keep the count
+            # true to the file before passing the cancellation on.
+            self._committed -= await deleting
+            raise
         self._committed -= removed
 
     def _delete(self, first: int, last: int) -> int:

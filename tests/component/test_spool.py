@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -245,3 +246,26 @@ async def test_the_committer_survives_any_failure_and_answers_every_writer(
     assert spool.size == 0
     await asyncio.wait_for(spool.append([msg(2)]), 5)  # the committer is still there
     assert [m for _, m in await spool.peek(10)] == [msg(2)]
+
+
+async def test_a_delete_cancelled_midway_keeps_the_count_true(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await spool.append([msg(1), msg(2), msg(3)])
+    rows = await spool.peek(10)
+    started, go_on = threading.Event(), threading.Event()
+    real_delete = spool._delete
+
+    def slow_delete(first: int, last: int) -> int:
+        started.set()
+        go_on.wait(5)
+        return real_delete(first, last)
+
+    monkeypatch.setattr(spool, "_delete", slow_delete)
+    task = asyncio.create_task(spool.delete(rows[0][0], rows[-1][0]))
+    await asyncio.wait_for(asyncio.to_thread(started.wait, 5), 5)  # running in the spool thread
+    task.cancel()  # e.g. the drainer stopped at shutdown
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert spool.size == len(await spool.peek(10)) == 0
