@@ -34,7 +34,7 @@ from bridge import normalize
 from bridge.events import Message, encode, exchange_name
 from bridge.opendental import KNOWN_TABLES, table
 from bridge.publisher import declare_event_exchange, properties
-from bridge.spool import Spool
+from bridge.spool import Spool, file_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -342,7 +342,7 @@ async def drain_after_outage(
                 load = await http_load(port, outage_s, concurrency, per_request, counter)
                 depth = (await readyz(session, port))["spool"]
                 spool_path = Path(tmp) / "spool.sqlite3"
-                file_at_peak = spool_bytes(spool_path)
+                file_at_peak = file_bytes(spool_path)
                 print(
                     f"  outage over: {load['rows_acked']} rows acked "
                     f"({load['rows_per_s']}/s), spool {depth}, {file_at_peak >> 20} MiB",
@@ -365,10 +365,10 @@ async def drain_after_outage(
                     await asyncio.sleep(0.05)
                 emptied = time.perf_counter()
                 # The drainer gives the file's space back once it finds the spool empty.
-                file_after = spool_bytes(spool_path)
+                file_after = file_bytes(spool_path)
                 while file_after > 1 << 20 and time.perf_counter() - emptied < 30:
                     await asyncio.sleep(0.05)
-                    file_after = spool_bytes(spool_path)
+                    file_after = file_bytes(spool_path)
                 shrunk_s = time.perf_counter() - emptied
             rss_kb = rss(proc.pid)
     await proxy.close()
@@ -394,11 +394,6 @@ async def drain_after_outage(
         "consumer": arrival,
         "timeline": timeline[:: max(1, len(timeline) // 60)],
     }
-
-
-def spool_bytes(path: Path) -> int:
-    """The spool's size on disk: the database file and its WAL."""
-    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
 def rss(pid: int) -> int:

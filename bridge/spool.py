@@ -7,9 +7,8 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -107,7 +106,11 @@ class Spool:
             self._lock_file = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        """`fn` in the spool's thread; SQLite's errors become SpoolError (one kind of failure)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {fn.__name__.lstrip('_')} failed ({exc})") from None
 
     # --- writing ---------------------------------------------------------------------------
     @property
@@ -187,11 +190,6 @@ class Spool:
 
     def _peek(self, limit: int) -> list[tuple[int, Message]]:
         assert self._db is not None
-        with _as_spool_error("read"):
-            return self._read(limit)
-
-    def _read(self, limit: int) -> list[tuple[int, Message]]:
-        assert self._db is not None
         cursor = self._db.execute(
             "SELECT seq, exchange, routing_key, message_id, type, timestamp, body"
             " FROM events ORDER BY seq LIMIT ?",
@@ -226,7 +224,7 @@ class Spool:
 
     def _delete(self, first: int, last: int) -> int:
         assert self._db is not None
-        with _as_spool_error("delete"), self._db:
+        with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
         return cursor.rowcount
@@ -244,11 +242,10 @@ class Spool:
         # The spool thread runs one operation at a time: no row can arrive between the check
         # and the VACUUM. On an empty table VACUUM takes ~1 ms; truncating the WAL (into which
         # it wrote the new, small database) gives the space back: ~0.3 s for a 0.9 GB file.
-        with _as_spool_error("shrink"):
-            if self._db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
-                self._db.execute("VACUUM")
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.execute("PRAGMA shrink_memory")
+        if self._db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("PRAGMA shrink_memory")
 
     async def stats(self) -> Stats:
         """Depth, age of the oldest row and file size."""
@@ -257,19 +254,10 @@ class Spool:
 
     def _stats(self) -> Stats:
         assert self._db is not None
-        with _as_spool_error("read"):
-            row = self._db.execute("SELECT count(*), min(timestamp) FROM events").fetchone()
-        depth, oldest = row
-        size = sum(
-            os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if os.path.exists(p)
-        )
-        return Stats(depth=depth, oldest_timestamp=oldest, file_bytes=size)
+        depth, oldest = self._db.execute("SELECT count(*), min(timestamp) FROM events").fetchone()
+        return Stats(depth=depth, oldest_timestamp=oldest, file_bytes=file_bytes(self.path))
 
 
-@contextmanager
-def _as_spool_error(action: str) -> Iterator[None]:
-    """SQLite's errors as SpoolError: callers handle one kind of spool failure."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise SpoolError(f"spool {action} failed ({exc})") from None
+def file_bytes(path: Path) -> int:
+    """A spool's size on disk: the database file and its WAL (readable while a daemon runs)."""
+    return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if os.path.exists(p))
