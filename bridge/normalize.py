@@ -46,9 +46,10 @@ ROUTING_VALUE_BYTES = 64
 
 
 def _routing_value(text: str) -> str:
-    raw = text.translate(_ROUTING_UNSAFE).encode()
+    safe = text.translate(_ROUTING_UNSAFE)
+    raw = safe.encode()
     if len(raw) <= ROUTING_VALUE_BYTES:
-        return text.translate(_ROUTING_UNSAFE)
+        return safe
     return raw[:ROUTING_VALUE_BYTES].decode(errors="ignore")  # never half a character
 
 

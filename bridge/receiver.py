@@ -73,8 +73,8 @@ def header_text(value: str | None) -> str | None:
     in its code page) as lone surrogates, which no encoder accepts; such a value is read as
     ISO-8859-1 instead, HTTP's historical charset, in which every byte is a character.
     """
-    if not value or value.isascii():
-        return value or None
+    if not value:
+        return None
     try:
         value.encode()
     except UnicodeEncodeError:
