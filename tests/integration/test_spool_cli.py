@@ -33,6 +33,12 @@ def _rows(exchange: str, count: int) -> list[Message]:
     ]
 
 
+def _file_size(stats: str) -> int:
+    found = re.search(r"file size: (\d+) bytes", stats)
+    assert found is not None
+    return int(found.group(1))
+
+
 async def test_stats_then_drain_publishes_in_order_and_gives_the_space_back(
     prefix: str,
     consume: Callable[[str], Any],
@@ -52,7 +58,7 @@ async def test_stats_then_drain_publishes_in_order_and_gives_the_space_back(
     await asyncio.to_thread(spoolcli.run, config, "stats")
     stats = capsys.readouterr().out
     assert "rows waiting: 1500" in stats
-    before = int(re.search(r"file size: (\d+) bytes", stats).group(1))  # type: ignore[union-attr]
+    before = _file_size(stats)
     assert before > 1_500_000
 
     await asyncio.to_thread(spoolcli.run, config, "drain")
@@ -63,7 +69,7 @@ async def test_stats_then_drain_publishes_in_order_and_gives_the_space_back(
     await asyncio.to_thread(spoolcli.run, config, "stats")
     stats = capsys.readouterr().out
     assert "rows waiting: 0" in stats
-    after = int(re.search(r"file size: (\d+) bytes", stats).group(1))  # type: ignore[union-attr]
+    after = _file_size(stats)
     assert after < 100_000  # the drained rows' space is given back
 
 
