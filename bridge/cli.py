@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .config import Config, load
+from .config import Config
+from .config_loader import load
 from .errors import BridgeError, ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -52,8 +53,8 @@ def _spool(args: argparse.Namespace) -> int:
 def _sync(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - keep `check-config` light
 
-    from . import syncreport  # noqa: PLC0415
-    from .syncloop import customers_to_sync, sync_all  # noqa: PLC0415
+    from .sync import report as syncreport  # noqa: PLC0415
+    from .sync.loop import customers_to_sync, sync_all  # noqa: PLC0415
 
     config = _config(args)
     chosen = customers_to_sync(config, args.customer)
@@ -82,8 +83,8 @@ def _sync(args: argparse.Namespace) -> int:
 def _emulate(args: argparse.Namespace) -> int:
     from datetime import timedelta  # noqa: PLC0415
 
-    from .emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Settings, run  # noqa: PLC0415
-    from .emulator_rows import DEFAULT_TABLES  # noqa: PLC0415
+    from .emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Settings, run  # noqa: PLC0415
+    from .emulator.office import DEFAULT_TABLES  # noqa: PLC0415
 
     settings = Settings(
         developer_keys=tuple(args.developer_key or (DOC_DEVELOPER_KEY,)),

@@ -13,10 +13,8 @@ from typing import Any
 import orjson
 
 from .events import TYPE_PREFIX, Event, Message, dumps, envelope, exchange_name
-from .opendental import Table
-
-_ROUTING_UNSAFE = str.maketrans({".": "_", "*": "_", "#": "_"})
-_ZERO_DATE = "0001-01-01"
+from .opendental import DATETIME_FORMAT, ZERO_DATE, Table
+from .routing import routing_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,41 +37,11 @@ class Context:
         return f"/opendental/{self.customer}"
 
 
-# A routing key is an AMQP short string (≤ 255 bytes). The clinic and workstation come from
-# requests, so each is cut to this many bytes; config.py checks that the template with its
-# customers' names and values this long still fits, so every request's key can be published.
-ROUTING_VALUE_BYTES = 64
-
-
-def _routing_value(text: str) -> str:
-    safe = text.translate(_ROUTING_UNSAFE)
-    raw = safe.encode()
-    if len(raw) <= ROUTING_VALUE_BYTES:
-        return safe
-    return raw[:ROUTING_VALUE_BYTES].decode(errors="ignore")  # never half a character
-
-
-def routing_key(template: str, customer: str, clinic: Any, workstation: str | None) -> str:
-    """Fill the template; '.', '*' and '#' inside a value become '_'; long values are cut."""
-    if type(clinic) is not int:
-        clinic = str(clinic)  # whatever a row holds (a list, an object): hashable, bounded
-    return _routing_key(template, customer, clinic, workstation)
-
-
-@lru_cache(maxsize=1024)
-def _routing_key(template: str, customer: str, clinic: int | str, workstation: str | None) -> str:
-    return template.format(
-        customer=customer.translate(_ROUTING_UNSAFE),
-        clinic=_routing_value(str(clinic)) or "0",
-        workstation=_routing_value(workstation or "_"),
-    )
-
-
 @lru_cache(maxsize=4096)
 def _datetime(value: str, zone: tzinfo) -> str | None:
     """`yyyy-MM-dd HH:mm:ss` office wall clock → RFC 3339 with the office's offset, else None."""
     try:
-        parsed = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+        parsed = datetime.strptime(value, DATETIME_FORMAT)
     except ValueError:
         return None
     return parsed.replace(tzinfo=zone).isoformat()
@@ -87,7 +55,7 @@ def value(raw: Any, zone: tzinfo) -> Any:
         return True
     if raw == "false":
         return False
-    if raw.startswith(_ZERO_DATE):
+    if raw.startswith(ZERO_DATE):
         return None
     if len(raw) == 19 and raw[10] == " " and raw[4] == "-":
         converted = _datetime(raw, zone)
@@ -136,7 +104,7 @@ def row_data(
                 out[k] = True
             elif raw == "false":
                 out[k] = False
-            elif raw.startswith(_ZERO_DATE):
+            elif raw.startswith(ZERO_DATE):
                 out[k] = None
             elif len(raw) == 19 and raw[10] == " " and raw[4] == "-":
                 out[k] = _datetime(raw, zone) or raw
@@ -180,7 +148,7 @@ def row_id(customer: str, table: Table, row: dict[str, Any]) -> str:
 def _change_time(row: dict[str, Any], table: Table, zone: tzinfo) -> str | None:
     for column in table.change_columns:
         raw = row.get(column)
-        if isinstance(raw, str) and not raw.startswith(_ZERO_DATE):
+        if isinstance(raw, str) and not raw.startswith(ZERO_DATE):
             converted = _datetime(raw, zone)
             if converted is not None:
                 return converted

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 Kind = Literal["db", "ui"]
 
 _PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 UNKNOWN = "Unknown"
+
+# Open Dental writes date-times as office wall clock without an offset, and "never" as year 1.
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+DATE_FORMAT = "%Y-%m-%d"
+ZERO_DATE = "0001-01-01"
+NEVER = f"{ZERO_DATE} 00:00:00"
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """An Open Dental date or date-time as a naive datetime; None for never, empty or unparsable."""
+    text = str(value or "").strip().replace("T", " ")
+    for fmt in (DATETIME_FORMAT, DATE_FORMAT):
+        try:
+            parsed = datetime.strptime(text[:19] if fmt is DATETIME_FORMAT else text, fmt)
+        except ValueError:
+            continue
+        return None if parsed.year <= 1 else parsed
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from .amqp_fast import Coalescer, Entry, encode_chunk, forget, supports_batch
 from .config import Amqp
 from .errors import PublishError
 from .events import APP_ID, CONTENT_TYPE, Message, exchange_name
-from .frames import Coalescer, Entry, encode_chunk, forget, supports_batch
 from .opendental import KNOWN_TABLES
 
 log = logging.getLogger("od_bridge.publisher")

@@ -20,7 +20,7 @@ from .outbox import Drainer, Outbox
 from .publisher import AmqpPublisher
 from .receiver import build_app
 from .spool import Spool
-from .syncloop import SyncLoop, SyncResult
+from .sync.loop import SyncLoop, SyncResult
 
 log = logging.getLogger("od_bridge.service")
 

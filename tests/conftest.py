@@ -14,7 +14,8 @@ import aio_pika
 import orjson
 import pytest
 
-from bridge.config import Config, parse
+from bridge.config import Config
+from bridge.config_loader import parse
 from bridge.opendental import KNOWN_TABLES
 from bridge.publisher import declare_event_exchange
 from bridge.service import Service

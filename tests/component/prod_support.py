@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from bridge import config as configmod
+from bridge import config_loader as configmod
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"
 TEST_KEY = "VzkmZEaUWOjnQX2z"  # Open Dental's public test customer key, as in the samples

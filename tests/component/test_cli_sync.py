@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from bridge.cli import main
-from bridge.config import MANAGED_NOTE, parse
-from bridge.emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
-from bridge.odapi import OpenDentalClient
-from bridge.syncer import apply, desired, plan
+from bridge.config import MANAGED_NOTE
+from bridge.config_loader import parse
+from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
+from bridge.sync.apply import apply
+from bridge.sync.client import OpenDentalClient
+from bridge.sync.plan import desired, plan
 
 PUBLIC = "http://127.0.0.1:8080"
 APPOINTMENT = "{watch_table: Appointment, polling_seconds: 30, workstation: OD-SERVER}"

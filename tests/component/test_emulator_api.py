@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
-from bridge.emulator_api import FIELDS
+from bridge.emulator.api import FIELDS
+from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 
 NOW = datetime(2026, 11, 28, 9, 0, 0)
 AUTH = {"Authorization": f"ODFHIR {DOC_DEVELOPER_KEY}/{DOC_CUSTOMER_KEY}"}

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from bridge.emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
+from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 from bridge.opendental import KNOWN_TABLES
 
 T0 = datetime(2026, 11, 28, 9, 0, 0)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bridge.config import parse
-from bridge.emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
+from bridge.config_loader import parse
+from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 from bridge.errors import OpenDentalError, OpenDentalUnreachable
-from bridge.odapi import OpenDentalClient, message_of, retry_after
+from bridge.sync.client import OpenDentalClient, message_of, retry_after
 
 DB = {
     "EndPointUrl": "http://127.0.0.1:8080/apievents/Appointment",

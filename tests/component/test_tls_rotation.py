@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bridge import config as configmod
+from bridge import config_loader as configmod
 from bridge.errors import BridgeError
 from bridge.publisher import InMemoryPublisher
 from bridge.receiver import build_app

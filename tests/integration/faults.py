@@ -16,7 +16,8 @@ import aio_pika
 import aiohttp
 import orjson
 
-from bridge.config import Config, parse
+from bridge.config import Config
+from bridge.config_loader import parse
 from bridge.publisher import declare_event_exchange
 from tests.conftest import AMQP_URL, TEST_KEY
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from bridge.cli import main
-from bridge.config import load
-from bridge.emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
+from bridge.config_loader import load
+from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 from bridge.service import Service
 from tests.conftest import free_port
 from tests.proxy import Proxy

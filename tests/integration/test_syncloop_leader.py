@@ -11,9 +11,10 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from bridge.config import Config, parse
-from bridge.emulator import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
-from bridge.syncloop import LeaderLock, SyncLoop, SyncResult
+from bridge.config import Config
+from bridge.config_loader import parse
+from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
+from bridge.sync.loop import LeaderLock, SyncLoop, SyncResult
 
 AMQP = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 pytestmark = pytest.mark.integration

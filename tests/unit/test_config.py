@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bridge import cli
-from bridge.config import load, parse
+from bridge.config_loader import load, parse
 from bridge.errors import ConfigError
 
 MINIMAL = """

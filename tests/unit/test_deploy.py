@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge import config as configmod
+from bridge import config_loader as configmod
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

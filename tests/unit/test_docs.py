@@ -16,7 +16,8 @@ from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
 from bridge import normalize, opendental
-from bridge.config import Config, expand
+from bridge.config import Config
+from bridge.config_loader import expand
 from bridge.events import encode
 
 ROOT = Path(__file__).resolve().parents[2]

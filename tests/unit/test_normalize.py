@@ -10,7 +10,7 @@ import orjson
 import pytest
 from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_event
 
-from bridge import normalize, opendental
+from bridge import normalize, opendental, routing
 from bridge.events import CONTENT_TYPE, encode
 from tests.conftest import all_samples, sample
 
@@ -184,8 +184,8 @@ def test_ui_ids_are_unique_per_delivery() -> None:
 
 def test_routing_key_sanitizes_values() -> None:
     template = "{customer}.{clinic}.{workstation}"
-    assert normalize.routing_key(template, "c", 0, None) == "c.0._"
-    assert normalize.routing_key(template, "c", 4, "A.B*#") == "c.4.A_B__"
+    assert routing.routing_key(template, "c", 0, None) == "c.0._"
+    assert routing.routing_key(template, "c", 4, "A.B*#") == "c.4.A_B__"
     event = events_of("patient_selected")[0]
     assert event.routing_key == "main-office.0.FRONTDESK1"
     assert event.clinic == 0  # "0" string in the UI sample becomes the number
@@ -193,10 +193,10 @@ def test_routing_key_sanitizes_values() -> None:
 
 def test_routing_keys_stay_publishable_whatever_the_row_or_header_holds() -> None:
     template = "{customer}.{clinic}.{workstation}"
-    long = normalize.routing_key(template, "c", "9" * 300, "É" * 300)
+    long = routing.routing_key(template, "c", "9" * 300, "É" * 300)
     assert long == "c." + "9" * 64 + "." + "É" * 32  # 64 bytes each, never half a character
     assert len(long.encode()) <= 255
     # A row's ClinicNum can be any JSON value; it must not break the request (was a 500).
-    assert normalize.routing_key(template, "c", [1, 2], None) == "c.[1, 2]._"
-    assert normalize.routing_key(template, "c", {"a": 1}, "W") == "c.{'a': 1}.W"
-    assert normalize.routing_key(template, "c", None, "W") == "c.None.W"
+    assert routing.routing_key(template, "c", [1, 2], None) == "c.[1, 2]._"
+    assert routing.routing_key(template, "c", {"a": 1}, "W") == "c.{'a': 1}.W"
+    assert routing.routing_key(template, "c", None, "W") == "c.None.W"

@@ -9,8 +9,8 @@ from pamqp import frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
+from bridge.amqp_fast import encode_publish
 from bridge.events import Message
-from bridge.frames import encode_publish
 from bridge.publisher import properties
 
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge import config as configmod
+from bridge import config_loader as configmod
 from bridge import normalize, opendental
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bridge.config import MANAGED_NOTE, parse
-from bridge.syncer import desired, plan
+from bridge.config import MANAGED_NOTE
+from bridge.config_loader import parse
+from bridge.sync.plan import desired, plan
 
 PUBLIC = "https://bridge.example"
 YAML = f"""

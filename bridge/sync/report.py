@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .syncer import Action, Outcome, Plan
+from .apply import Outcome
+from .plan import Action, Plan
 
 _PAST = {"create": "created", "update": "updated", "delete": "deleted"}
 _IN_COLUMNS = ("WatchTable", "UiEventType", "Workstation")  # already in their own columns

@@ -1,17 +1,16 @@
-"""Subscription syncer: PURE plan(desired, actual) → Plan, and apply(plan, client)."""
+"""PURE: the subscriptions a customer should have, and plan(desired, actual) → Plan."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from .config import MANAGED_NOTE, Config, Customer
-from .errors import OpenDentalError
+from ..config import MANAGED_NOTE, Config, Customer
+from ..opendental import NEVER, parse_datetime
 
 Op = Literal["create", "update", "delete", "unchanged", "ignored"]
-NEVER = "0001-01-01 00:00:00"
 DEFAULT_POLLING_SECONDS = 60
 ALL_WORKSTATIONS = "all workstations"  # 26.2.1+ spelling of "every machine" (blank before)
 COMPARED = ("EndPointUrl", "Workstation", "PollingSeconds", "DateTimeStop", "Note")
@@ -70,18 +69,6 @@ class Plan:
         return ", ".join(f"{len(self.of(op))} {words.get(op, op)}" for op in ops)
 
 
-def od_datetime(value: Any) -> datetime | None:
-    """Parse an Open Dental date/date-time; None for `0001-01-01…`, empty or unparsable."""
-    text = str(value or "").strip().replace("T", " ")
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
-        try:
-            parsed = datetime.strptime(text[:19] if fmt.endswith("%S") else text, fmt)
-        except ValueError:
-            continue
-        return None if parsed.year <= 1 else parsed
-    return None
-
-
 def _workstation(value: Any) -> str:
     text = str(value or "").strip()
     return "" if text.lower() == ALL_WORKSTATIONS else text
@@ -118,13 +105,13 @@ def is_managed(sub: Sub, public_url: str) -> bool:
 
 def is_expired(sub: Sub, now: datetime) -> bool:
     """True when DateTimeStop is set and not in the future (Open Dental no longer fires it)."""
-    stop = od_datetime(sub.get("DateTimeStop"))
+    stop = parse_datetime(sub.get("DateTimeStop"))
     return stop is not None and stop <= now
 
 
 def _same(field_name: str, have: Any, want: Any) -> bool:
     if field_name == "DateTimeStop":
-        return od_datetime(have) == od_datetime(want)
+        return parse_datetime(have) == parse_datetime(want)
     if field_name == "Workstation":  # Windows machine names are case-insensitive
         return _workstation(have).casefold() == _workstation(want).casefold()
     if field_name == "PollingSeconds":
@@ -156,12 +143,13 @@ def _create_body(wanted: Sub) -> dict[str, Any]:
     stop, note = wanted["DateTimeStop"], wanted["Note"]
     return (
         body
-        | ({"DateTimeStop": stop} if od_datetime(stop) else {})
+        | ({"DateTimeStop": stop} if parse_datetime(stop) else {})
         | ({"Note": note} if note else {})
     )
 
 
-def _twin(theirs: Sequence[Sub], wanted: Sub) -> Sub | None:
+def find_twin(theirs: Sequence[Sub], wanted: Sub) -> Sub | None:
+    """The subscription Open Dental would call a duplicate of `wanted`, if any."""
     # An unmanaged subscription Open Dental would call a duplicate of the one we'd create.
     url, k = wanted["EndPointUrl"], key_of(wanted)
     return next((t for t in theirs if key_of(t) == k and t.get("EndPointUrl") == url), None)
@@ -195,7 +183,7 @@ def plan(
         # A new workstation for a table we already watch: move ours with a PUT, which keeps
         # its DateTimeStart, so no change made meanwhile is skipped (delete + create would).
         same = next((k for k in ours if k[:2] == key_of(wanted)[:2]), None)
-        twin = _twin(theirs, wanted) if same is None else None
+        twin = find_twin(theirs, wanted) if same is None else None
         if same is not None:
             matched.append((wanted, ours.pop(same)))
         elif twin is not None:
@@ -231,82 +219,3 @@ def plan(
     by_op["rest"] += [_action("ignored", sub, reason="not managed by od-bridge") for sub in theirs]
     ordered = (a for op in ("create", "update", "delete", "rest") for a in by_op[op])
     return Plan(customer, tuple(ordered))
-
-
-class SubscriptionApi(Protocol):
-    """What apply needs from the Open Dental client."""
-
-    async def list_subscriptions(self) -> list[dict[str, Any]]: ...
-    async def create_subscription(self, body: dict[str, Any]) -> dict[str, Any]: ...
-    async def update_subscription(self, num: int, body: dict[str, Any]) -> None: ...
-    async def delete_subscription(self, num: int) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one action: ok, a note for the operator, or Open Dental's error."""
-
-    action: Action
-    ok: bool
-    detail: str = ""
-    num: int | None = None
-
-
-async def _create(action: Action, client: SubscriptionApi) -> Outcome:
-    try:
-        made = await client.create_subscription(dict(action.body))
-    except OpenDentalError as exc:
-        if exc.status != 400:
-            raise
-        # A retried POST whose first answer was lost is rejected as a duplicate: look again.
-        twin = _twin(await client.list_subscriptions(), action.body)
-        if twin is not None:
-            return Outcome(action, True, "already there", twin.get("SubscriptionNum"))
-        raise
-    return Outcome(action, True, "", made.get("SubscriptionNum"))
-
-
-async def _delete(action: Action, client: SubscriptionApi, stop: str) -> Outcome:
-    assert action.num is not None
-    try:
-        await client.delete_subscription(action.num)
-    except OpenDentalError as exc:
-        if exc.status == 404:
-            return Outcome(action, True, "already gone", action.num)
-        if exc.status != 401:
-            raise
-        # The free permission tier has no DELETE: retire it instead so it stops firing.
-        await client.update_subscription(action.num, {"DateTimeStop": stop})
-        why = f"DELETE not permitted (401); retired with DateTimeStop {stop}"
-        return Outcome(action, True, why, action.num)
-    return Outcome(action, True, "", action.num)
-
-
-async def apply(
-    plan_: Plan,
-    client: SubscriptionApi,
-    *,
-    now: Callable[[], datetime] = datetime.now,
-    on_outcome: Callable[[Outcome], None] | None = None,
-) -> list[Outcome]:
-    """Carry out the pending actions in order; a 400/404 fails that action only, 401 stops all."""
-    outcomes: list[Outcome] = []
-    for action in plan_.pending:
-        stop = False
-        try:
-            if action.op == "create":
-                outcome = await _create(action, client)
-            elif action.op == "update":
-                await client.update_subscription(action.num or 0, dict(action.body))
-                outcome = Outcome(action, True, "", action.num)
-            else:
-                outcome = await _delete(action, client, now().strftime("%Y-%m-%d %H:%M:%S"))
-        except OpenDentalError as exc:
-            outcome = Outcome(action, False, str(exc), action.num)
-            stop = exc.status not in (400, 404)  # bad keys or unreachable: the rest would fail too
-        outcomes.append(outcome)
-        if on_outcome:
-            on_outcome(outcome)
-        if stop:
-            break
-    return outcomes

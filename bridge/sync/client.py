@@ -20,8 +20,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .config import Customer
-from .errors import OpenDentalError, OpenDentalUnreachable
+from ..config import Customer
+from ..errors import OpenDentalError, OpenDentalUnreachable
 
 log = logging.getLogger("od_bridge.odapi")
 

@@ -14,10 +14,11 @@ import aio_pika
 from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import AMQPError, ChannelLockedResource
 
-from .config import Config, Customer
-from .errors import OpenDentalError
-from .odapi import OpenDentalClient
-from .syncer import Outcome, Plan, apply, desired, plan
+from ..config import Config, Customer
+from ..errors import OpenDentalError
+from .apply import Outcome, apply
+from .client import OpenDentalClient
+from .plan import Plan, desired, plan
 
 log = logging.getLogger("od_bridge.syncer")
 ClientFactory = Callable[[Customer], OpenDentalClient]

@@ -11,10 +11,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .opendental import KNOWN_TABLES
+from ..opendental import DATETIME_FORMAT, KNOWN_TABLES, NEVER
 
-STAMP = "%Y-%m-%d %H:%M:%S"
-NEVER = "0001-01-01 00:00:00"
 FIELDS = (
     "SubscriptionNum",
     "EndPointUrl",
@@ -51,9 +49,9 @@ def answer(data: Any, status: int = 200, headers: dict[str, str] | None = None) 
 def parse_when(value: Any, name: str) -> str:
     """An Open Dental date or date-time as `yyyy-MM-dd HH:mm:ss`; 400 if it isn't one."""
     text = str(value).strip()
-    for fmt in (STAMP, "%Y-%m-%d"):
+    for fmt in (DATETIME_FORMAT, "%Y-%m-%d"):
         try:
-            return datetime.strptime(text, fmt).strftime(STAMP)
+            return datetime.strptime(text, fmt).strftime(DATETIME_FORMAT)
         except ValueError:
             continue
     raise ApiError(400, f"{name} is not a valid date/time")
@@ -118,7 +116,7 @@ class Subscriptions:
             if body.get("PollingSeconds") not in (None, 0, "0", ""):
                 raise ApiError(400, "PollingSeconds is only allowed for WatchTable subscriptions.")
             polling, event = 0, UI_NAMES[event.lower()]
-        now = self._clock().strftime(STAMP)
+        now = self._clock().strftime(DATETIME_FORMAT)
         sub = {
             "SubscriptionNum": self._next,
             "EndPointUrl": url,

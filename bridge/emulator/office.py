@@ -8,10 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .opendental import KNOWN_TABLES, table
+from ..opendental import DATETIME_FORMAT, KNOWN_TABLES, NEVER, table
 
-STAMP = "%Y-%m-%d %H:%M:%S"
-NEVER = "0001-01-01 00:00:00"
 DB_TABLES = tuple(t.name for t in KNOWN_TABLES if t.kind == "db")
 # Compact invented rows read better as a block than one field per line.
 # fmt: off
@@ -134,7 +132,7 @@ class Office:
             else:
                 pk = self._next.get(name, 1)
                 self._next[name] = pk + 1
-            row = make_row(name, pk, now.strftime(STAMP), self._rand)
+            row = make_row(name, pk, now.strftime(DATETIME_FORMAT), self._rand)
             rows[pk] = (now, row)
             out.append(row)
         self.changes[name] = self.changes.get(name, 0) + n

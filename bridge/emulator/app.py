@@ -16,9 +16,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from .emulator_api import STAMP, Gate, Subscriptions, answer, routes
-from .emulator_rows import DEFAULT_TABLES, Counters, Office, Row
-from .opendental import table
+from ..opendental import DATETIME_FORMAT, NEVER, table
+from .api import Gate, Subscriptions, answer, routes
+from .office import DEFAULT_TABLES, Counters, Office, Row
 
 log = logging.getLogger("od_bridge.emulator")
 DOC_DEVELOPER_KEY = "NFF6i0KrXrxDkZHt"  # the public test keys from Open Dental's docs
@@ -108,11 +108,11 @@ class Emulator:
         if not sub["WatchTable"] or sub["SubscriptionNum"] in self._busy:
             return False
         if (
-            sub["DateTimeStop"] != "0001-01-01 00:00:00"
-            and datetime.strptime(sub["DateTimeStop"], STAMP) <= now
+            sub["DateTimeStop"] != NEVER
+            and datetime.strptime(sub["DateTimeStop"], DATETIME_FORMAT) <= now
         ):
             return False
-        start = datetime.strptime(sub["DateTimeStart"], STAMP)
+        start = datetime.strptime(sub["DateTimeStart"], DATETIME_FORMAT)
         retry = self._retry_at.get(sub["SubscriptionNum"])
         return now >= start + timedelta(seconds=sub["PollingSeconds"]) and (
             retry is None or now >= retry
@@ -120,7 +120,9 @@ class Emulator:
 
     async def _fire(self, sub: dict[str, Any], now: datetime) -> None:
         num, name = sub["SubscriptionNum"], sub["WatchTable"]
-        start = max(datetime.strptime(sub["DateTimeStart"], STAMP), now - self.settings.resend_cap)
+        start = max(
+            datetime.strptime(sub["DateTimeStart"], DATETIME_FORMAT), now - self.settings.resend_cap
+        )
         rows = self.office.changed(name, start, now)
         info = table("db", name)
         headers = self._headers(
@@ -144,7 +146,7 @@ class Emulator:
             self.acked.update((name, r.get(info.primary_key or ""), str(r.get(col))) for r in batch)
         self._retry_at.pop(num, None)
         if self.subs.items.get(num) is sub:  # it may have been deleted or replaced meanwhile
-            sub["DateTimeStart"] = now.strftime(STAMP)
+            sub["DateTimeStart"] = now.strftime(DATETIME_FORMAT)
 
     async def fire_once(self, now: datetime | None = None) -> int:
         """Run one polling cycle at office time `now`: every due subscription sends; how many."""
@@ -160,13 +162,13 @@ class Emulator:
     async def select_patient(self, pat_num: int, workstation: str | None = None) -> list[int]:
         """A user opens patient `pat_num`: one PatientSelected POST per matching subscription."""
         ws = workstation or self.settings.workstation
-        now = self.now().strftime(STAMP)
+        now = self.now().strftime(DATETIME_FORMAT)
         targets = [
             s
             for s in self.subs.items.values()
             if s["UiEventType"] == "PatientSelected"
             and s["Workstation"].lower() in ("", ws.lower())
-            and (s["DateTimeStop"] == "0001-01-01 00:00:00" or s["DateTimeStop"] > now)
+            and (s["DateTimeStop"] == NEVER or s["DateTimeStop"] > now)
         ]
         patient = self.office.patient(pat_num)
         statuses = []

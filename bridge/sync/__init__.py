@@ -1,0 +1,1 @@
+"""The subscription syncer: Open Dental client, pure plan, apply, the daemon loop, reports."""
