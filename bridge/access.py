@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -20,6 +21,7 @@ from .errors import Unauthorized
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _V = TypeVar("_V")
+log = logging.getLogger("od_bridge.access")
 
 # A request id we are willing to echo and log: short, and nothing that could carry a body.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -74,6 +76,10 @@ class AuthLimiter:
     A client that authenticated correctly within the last window is never blocked: behind NAT
     one misconfigured workstation must not lock out the office's good ones. A blocked client
     gets 429 without its key being compared, so it cannot keep guessing at full speed.
+
+    The memory bound is never an unblock: a block is kept until its window ends. Clients still
+    counting share what the blocks leave of `max_clients` and are forgotten least recently
+    seen first, so failing once from many other addresses frees no blocked one.
     """
 
     def __init__(
@@ -83,13 +89,17 @@ class AuthLimiter:
         self.window_s = settings.window_s
         self.max_clients = settings.max_clients
         self._clock = clock
-        # client → [window start, failures]; oldest-touched first so eviction is LRU.
+        # client → [window start, failures] below max_failures; oldest-touched first (LRU).
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        # client → when its block ends; in the order blocked, so about the order they end.
+        self._blocked: OrderedDict[str, float] = OrderedDict()
         # client → monotonic time until which it counts as known-good.
         self._good: OrderedDict[str, float] = OrderedDict()
+        self.untracked = 0  # failures not counted: every slot held by a live block
+        self._full = False
 
     def __len__(self) -> int:
-        return len(self._failures) + len(self._good)
+        return len(self._failures) + len(self._blocked) + len(self._good)
 
     def retry_after(self, client: str) -> int | None:
         """Seconds this client must wait before its key is looked at again, or None."""
@@ -99,27 +109,57 @@ class AuthLimiter:
             if good_until > now:
                 return None
             del self._good[client]
-        entry = self._failures.get(client)
-        if entry is None:
+        until = self._blocked.get(client)
+        if until is None:
             return None
-        start, count = entry
-        if now - start >= self.window_s:
-            del self._failures[client]
+        if until <= now:
+            del self._blocked[client]
             return None
-        if count < self.max_failures:
-            return None
-        return max(1, math.ceil(start + self.window_s - now))
+        return max(1, math.ceil(until - now))
 
     def failed(self, client: str) -> None:
         """Record one failed authentication from this client."""
         now = self._clock()
+        if client in self._blocked:
+            return  # blocked clients are refused before their key is compared
         entry = self._failures.get(client)
         if entry is None or now - entry[0] >= self.window_s:
-            self._failures[client] = [now, 1]
-        else:
-            entry[1] += 1
+            entry = self._failures[client] = [now, 0]
+        entry[1] += 1
         self._failures.move_to_end(client)
-        _trim(self._failures, self.max_clients)
+        if entry[1] >= self.max_failures:
+            del self._failures[client]
+            if len(self._blocked) >= self.max_clients:
+                self._expire_blocks(now)
+            if len(self._blocked) < self.max_clients:
+                self._blocked[client] = entry[0] + self.window_s
+        self._trim_failures(now)
+        if client in self._failures or client in self._blocked:
+            self._full = False
+            return
+        # Every slot holds a live block (max_clients * max_failures failures within one
+        # window): keep them all rather than free one; this client is not held back.
+        self.untracked += 1
+        if not self._full:  # one line per episode, not one per failure
+            self._full = True
+            log.warning(
+                "failed-authentication limiter full of blocked addresses; new ones are"
+                " not held back until a block ends",
+                extra={"blocked": len(self._blocked)},
+            )
+
+    def _expire_blocks(self, now: float) -> None:
+        """Forget the blocks that have ended, from the oldest: O(1) per block, once."""
+        while self._blocked and next(iter(self._blocked.values())) <= now:
+            self._blocked.popitem(last=False)
+
+    def _trim_failures(self, now: float) -> None:
+        """Keep counting clients within what the blocks leave of the cap (LRU first)."""
+        room = self.max_clients - len(self._blocked)
+        if len(self._failures) > room and self._blocked:
+            self._expire_blocks(now)
+            room = self.max_clients - len(self._blocked)
+        _trim(self._failures, room)
 
     def succeeded(self, client: str) -> None:
         """Record a correct authentication: forget its failures and trust it for a window."""

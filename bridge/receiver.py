@@ -108,6 +108,9 @@ class Receiver:
         self.networks = {c.name: c.networks for c in config.customers}
         limit = config.listen.auth_failure_limit
         self.limiter = access.AuthLimiter(limit) if limit is not None else None
+        # Addresses some customer's allowed_networks names are an office's own: the limiter
+        # never blocks them, so one bad workstation cannot lock its office out (README).
+        self.offices = tuple(net for c in config.customers for net in c.networks)
         self._by_header: dict[str, opendental.Table] = {}
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -117,8 +120,11 @@ class Receiver:
         # trusted, anyone can send it), see docs on allowed_networks and the limiter.
         peer = request.remote
         client = access.client_bucket(peer)
-        if self.limiter is not None:
-            wait = self.limiter.retry_after(client)
+        limiter = self.limiter
+        if limiter is not None and self.offices and access.allowed(self.offices, peer):
+            limiter = None
+        if limiter is not None:
+            wait = limiter.retry_after(client)
             if wait is not None:
                 # No key comparison at all: a guesser learns nothing while blocked.
                 raise TooManyRequests(
@@ -128,8 +134,8 @@ class Receiver:
             customer = self.keys.find(request.headers.get("Authorization"))
         except Unauthorized:
             self.metrics.auth_failures.inc()
-            if self.limiter is not None:
-                self.limiter.failed(client)
+            if limiter is not None:
+                limiter.failed(client)
             raise
         if labels is not None:
             # Known from here on, so a 403 or 413 is counted against the customer that sent it.
@@ -137,8 +143,8 @@ class Receiver:
         networks = self.networks[customer.name]
         if networks and not access.allowed(networks, peer):
             raise Forbidden(f"this customer key is not accepted from {peer or 'this address'}")
-        if self.limiter is not None:
-            self.limiter.succeeded(client)
+        if limiter is not None:
+            limiter.succeeded(client)
         length = request.content_length
         if length is not None and length > self.limit:
             raise PayloadTooLarge(f"body is larger than {self.limit} bytes")

@@ -82,6 +82,40 @@ def test_memory_is_bounded() -> None:
     assert len(lim) <= 20
 
 
+def test_failing_from_many_other_addresses_unblocks_nobody() -> None:
+    # Measured before: one failure from each of max_clients + 1 other addresses pushed the
+    # blocked one out of the table, and it could guess again at once.
+    lim, clock = limiter(max_failures=3, max_clients=100)
+    for _ in range(3):
+        lim.failed("198.51.100.7")
+    assert lim.retry_after("198.51.100.7") == 60
+    for i in range(10_001):
+        lim.failed(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+    assert lim.retry_after("198.51.100.7") == 60
+    assert len(lim) <= 100
+    clock.now += 60  # its window ends: the block with it
+    assert lim.retry_after("198.51.100.7") is None
+
+
+def test_a_table_full_of_blocks_keeps_them_all_and_counts_the_rest() -> None:
+    lim, clock = limiter(max_failures=2, max_clients=10)
+    blocked = [f"192.0.2.{i}" for i in range(10)]
+    for client in blocked:
+        lim.failed(client)
+        lim.failed(client)
+    lim.failed("203.0.113.1")
+    lim.failed("203.0.113.1")  # no slot left: kept out rather than unblocking another
+    assert all(lim.retry_after(c) == 60 for c in blocked)
+    assert lim.retry_after("203.0.113.1") is None
+    assert lim.untracked == 2  # both failures, each one counted as not held back
+    assert len(lim) <= 10
+    clock.now += 60
+    lim.failed("203.0.113.1")
+    lim.failed("203.0.113.1")  # the old blocks ended and made room
+    assert lim.retry_after("203.0.113.1") == 60
+    assert all(lim.retry_after(c) is None for c in blocked)
+
+
 def test_ipv6_clients_are_counted_per_64() -> None:
     assert client_bucket("2001:db8:1:2::1") == client_bucket("2001:db8:1:2:ffff::9")
     assert client_bucket("2001:db8:1:2::1") == "2001:db8:1:2::/64"
