@@ -85,6 +85,7 @@ def _emulate(args: argparse.Namespace) -> int:
 
     from .emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Settings, run  # noqa: PLC0415
     from .emulator.office import DEFAULT_TABLES  # noqa: PLC0415
+    from .listener import cannot_listen  # noqa: PLC0415
 
     settings = Settings(
         developer_keys=tuple(args.developer_key or (DOC_DEVELOPER_KEY,)),
@@ -100,7 +101,10 @@ def _emulate(args: argparse.Namespace) -> int:
         resend_cap=timedelta(hours=args.resend_cap_hours),
         timezone=args.timezone,
     )
-    return run(settings, args.host, args.port)
+    try:
+        return run(settings, args.host, args.port)
+    except OSError as exc:  # the only OSError run() lets out: its port cannot be bound
+        raise BridgeError(cannot_listen(args.host, args.port, exc)) from exc
 
 
 def _emulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

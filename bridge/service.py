@@ -6,15 +6,16 @@ import asyncio
 import gc
 import logging
 import signal
-import ssl
-from contextlib import suppress
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack, suppress
+from typing import Any
 
 from aiohttp import web
 
 from . import log as logsetup
 from . import memory
 from .config import Config
-from .errors import BridgeError
+from .listener import bind, tls_context
 from .metrics import Metrics
 from .outbox import Drainer, Outbox
 from .publisher import AmqpPublisher
@@ -54,10 +55,8 @@ class Service:
         self.syncer = SyncLoop(config, on_result=self._count_sync)
         self._sync_stop = asyncio.Event()
         self.synced = asyncio.Event()  # set after each customer's sync pass (tests await it)
-        self.runner: web.AppRunner | None = None
         self.port: int | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._sync_task: asyncio.Task[None] | None = None
+        self._stack: AsyncExitStack | None = None  # what start() built, unwound by stop()
 
     async def _collect(self) -> None:
         """Gauges read at scrape time from the broker: the unrouted queue's depth."""
@@ -82,76 +81,86 @@ class Service:
             self.metrics.sync_results.labels(result.customer, outcome.action.op, state).inc()
         self.synced.set()
 
-    def _ssl(self) -> ssl.SSLContext | None:
-        tls = self.config.listen.tls
-        if tls is None:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(tls.cert, tls.key)
-        except (OSError, ssl.SSLError) as exc:
-            raise BridgeError(f"listen.tls: cannot load certificate or key ({exc})") from exc
-        return context
-
     async def start(self) -> None:
-        """Open the spool, connect (or keep trying in the background), start listening."""
-        self._tasks.append(asyncio.create_task(memory.trim_every(TRIM_EVERY_S), name="trim"))
-        if self.spool is not None:
-            await self.spool.open()
-            if self.spool.size:
-                log.info("spool holds rows from a previous run", extra={"depth": self.spool.size})
-        await self.publisher.start(wait=False)
-        if self.drainer is not None:
-            self._tasks.append(asyncio.create_task(self.drainer.run(), name="spool-drainer"))
-        self._sync_task = asyncio.create_task(self.syncer.run(self._sync_stop), name="syncer")
-        app = build_app(
-            self.config, self.outbox, self.metrics, ready=self.outbox.state, collect=self._collect
-        )
-        self.runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
-        )
-        await self.runner.setup()
+        """Build what can fail (TLS, sockets, spool) first, then connect, start the loops, serve.
+
+        Everything is entered on one exit stack, so a failure at any step unwinds exactly what
+        was built before it, and `stop()` unwinds it all in the design's shutdown order (the
+        reverse of this one): stop accepting → finish in-flight requests → stop the loops →
+        drain or keep the spool → close AMQP → close SQLite.
+        """
         listen = self.config.listen
-        site = web.TCPSite(
-            self.runner, listen.host, listen.port, ssl_context=self._ssl(), backlog=1024
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            await self.stop()
-            raise BridgeError(
-                f"cannot listen on {listen.host}:{listen.port} ({exc.strerror})"
-            ) from exc
-        server = site._server  # the bound port, also when port 0 asked for any free one
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else listen.port
+        async with AsyncExitStack() as stack:
+            context = tls_context(listen.tls)
+            app = build_app(
+                self.config,
+                self.outbox,
+                self.metrics,
+                ready=self.outbox.state,
+                collect=self._collect,
+            )
+            sockets = await bind(listen.host, listen.port)
+            for sock in sockets:
+                stack.callback(sock.close)
+            if self.spool is not None:
+                stack.push_async_callback(self.spool.close)  # also right after a failed open
+                await self.spool.open()
+                if self.spool.size:
+                    log.info(
+                        "spool holds rows from a previous run", extra={"depth": self.spool.size}
+                    )
+            stack.push_async_callback(self.publisher.close)
+            await self.publisher.start(wait=False)
+            stack.push_async_callback(self._drain_or_keep)
+            self._own(stack, memory.trim_every(TRIM_EVERY_S), "trim")
+            if self.drainer is not None:
+                self._own(stack, self.drainer.run(), "spool-drainer")
+            syncer = asyncio.create_task(self.syncer.run(self._sync_stop), name="syncer")
+            stack.push_async_callback(self._stop_syncer, syncer)
+            runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+            )
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            for sock in sockets:
+                await web.SockSite(runner, sock, ssl_context=context, backlog=1024).start()
+            self._stack = stack.pop_all()
+        self.port = sockets[0].getsockname()[1]  # the bound port, also when port 0 asked for any
         log.info("listening", extra={"host": listen.host, "port": self.port, "path": listen.path})
 
-    async def stop(self) -> None:
-        """Stop accepting, finish in-flight requests, drain for a while, close AMQP, then SQLite."""
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-        self._sync_stop.set()
-        if self._sync_task is not None:
-            # Let a pass in progress finish briefly; a slow Open Dental must not hold up the stop.
-            done, _ = await asyncio.wait({self._sync_task}, timeout=DRAIN_ON_STOP_S)
-            if not done:
-                self._sync_task.cancel()
-                await asyncio.gather(self._sync_task, return_exceptions=True)
-                await self.syncer.aclose()
-        for task in self._tasks:
+    @staticmethod
+    def _own(stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` as a task that the stack cancels and awaits on the way out."""
+        task = asyncio.create_task(work, name=name)
+
+        async def cancel() -> None:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+            await asyncio.gather(task, return_exceptions=True)
+
+        stack.push_async_callback(cancel)
+
+    async def _stop_syncer(self, task: asyncio.Task[None]) -> None:
+        """Let a pass in progress finish briefly; a slow Open Dental must not hold up the stop."""
+        self._sync_stop.set()
+        done, _ = await asyncio.wait({task}, timeout=DRAIN_ON_STOP_S)
+        if not done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.syncer.aclose()
+
+    async def _drain_or_keep(self) -> None:
+        """On the way out: publish what the spool holds while the broker is up, keep the rest."""
         if self.drainer is not None and self.spool is not None and self.spool.size:
             if self.publisher.ready:
                 await self.drainer.drain(DRAIN_ON_STOP_S)
             log.info("spool kept for the next start", extra={"depth": self.spool.size})
-        await self.publisher.close()
-        if self.spool is not None:
-            await self.spool.close()
-        log.info("stopped")
+
+    async def stop(self) -> None:
+        """Unwind what `start()` built, in the shutdown order; a second call does nothing."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+            log.info("stopped")
 
 
 async def run(config: Config, stop: asyncio.Event) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -210,14 +211,6 @@ class Emulator:
             await self._session.close()
             self._session = None
 
-    async def _background(self, app: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(self._office_loop(), name="emulator-office")]
-        yield
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.aclose()
-
     async def _office_loop(self) -> None:
         tick, owed_rows, owed_selects = self.settings.tick_s, 0.0, 0.0
         pending: set[asyncio.Task[Any]] = set()
@@ -240,8 +233,8 @@ class Emulator:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    def app(self, background: bool = False) -> web.Application:
-        """The aiohttp app: API routes, `/emulator/*` controls, optionally the office loops."""
+    def app(self) -> web.Application:
+        """The aiohttp app: API routes and the `/emulator/*` controls."""
         app = web.Application()
         app.add_routes(routes(self.subs, self.gate, self.settings.page_size))
 
@@ -269,32 +262,53 @@ class Emulator:
                 web.post("/emulator/change/{table}", change),
             ]
         )
-        if background:
-            app.cleanup_ctx.append(self._background)
         return app
 
     @contextlib.asynccontextmanager
     async def serve(
         self, host: str = "127.0.0.1", port: int = 0, background: bool = False
     ) -> AsyncIterator[str]:
-        """Serve the API on host:port (0 = any free port); yields the `/api/v1` base URL."""
-        runner = web.AppRunner(self.app(background))
+        """Serve the API on host:port (0 = any free port); yields the `/api/v1` base URL.
+
+        `background` runs the simulated office, started only once the port is bound, so a busy
+        port fails before anything fires.
+        """
+        runner = web.AppRunner(self.app())
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port)
             await site.start()
             bound = runner.addresses[0][1]
-            yield f"http://{host}:{bound}/api/v1"
+            async with contextlib.AsyncExitStack() as tasks:
+                if background:
+                    office = asyncio.create_task(self._office_loop(), name="emulator-office")
+                    tasks.push_async_callback(_cancel, office)
+                yield f"http://{host}:{bound}/api/v1"
         finally:
             await runner.cleanup()
             await self.aclose()
 
 
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def run(settings: Settings, host: str, port: int) -> int:
-    """Run the emulator with its office loops until interrupted (`od-bridge emulate`)."""
-    emulator = Emulator(settings)
-    print(
-        f"emulating Open Dental on http://{host}:{port}/api/v1 (stats: /emulator/stats)", flush=True
-    )
-    web.run_app(emulator.app(background=True), host=host, port=port, print=None)
+    """Run the emulator with its office loops until SIGTERM/SIGINT (`od-bridge emulate`).
+
+    A port that cannot be bound raises its OSError before anything is printed or started.
+    """
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still interrupts
+                loop.add_signal_handler(signum, stop.set)
+        async with Emulator(settings).serve(host, port, background=True) as base:
+            print(f"emulating Open Dental on {base} (stats: /emulator/stats)", flush=True)
+            await stop.wait()
+
+    asyncio.run(main())
     return 0

@@ -15,9 +15,9 @@ from aiohttp import web
 
 from bridge import config_loader as configmod
 from bridge.errors import BridgeError
+from bridge.listener import tls_context
 from bridge.publisher import InMemoryPublisher
 from bridge.receiver import build_app
-from bridge.service import Service
 
 from .prod_support import TEST_KEY, body_bytes, make_config, sample
 
@@ -95,7 +95,7 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 async def test_serves_https_with_listen_tls(self_signed: tuple[Path, Path]) -> None:
     cert, key = self_signed
     config = make_config(listen={"tls": {"cert": str(cert), "key": str(key)}})
-    context = Service(config)._ssl()  # the context `serve` uses, built from listen.tls
+    context = tls_context(config.listen.tls)  # the context `serve` uses
     assert context is not None
     publisher = InMemoryPublisher()
     runner = web.AppRunner(build_app(config, publisher), access_log=None)
@@ -133,4 +133,4 @@ def test_unreadable_certificate_is_one_clear_error(tmp_path: Path) -> None:
         listen={"tls": {"cert": str(tmp_path / "missing.crt"), "key": str(tmp_path / "x.key")}}
     )
     with pytest.raises(BridgeError, match=r"^listen\.tls: cannot load certificate or key"):
-        Service(config)._ssl()
+        tls_context(config.listen.tls)

@@ -1,0 +1,62 @@
+"""The receiver's sockets and TLS context, built before anything starts so they fail first."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+
+from .config import Tls
+from .errors import BridgeError
+
+
+def tls_context(tls: Tls | None) -> ssl.SSLContext | None:
+    """The server-side TLS context of `listen.tls` (None: plain HTTP)."""
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        # An OSError's str() carries "[Errno 2]"; its strerror is the plain reason.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BridgeError(
+            f"listen.tls: cannot load certificate or key ({reason}: {tls.cert}, {tls.key})"
+        ) from exc
+    return context
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """One sentence for a failed bind, without asyncio's wrapper text around the reason."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"cannot listen on {host}:{port}: {reason}"
+
+
+async def bind(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of `host` (not listening yet: nothing is served early).
+
+    Binding here, rather than in aiohttp's TCPSite, lets a busy port fail the start before the
+    spool or the broker connection exist; `web.SockSite` serves the sockets at the end.
+    """
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise BridgeError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if os.name == "posix":  # as asyncio does: a restart must not wait out TIME_WAIT
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # "::" and "0.0.0.0" both bound: one each
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise BridgeError(cannot_listen(host, port, exc)) from exc
+    return sockets
