@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,9 @@ import aiormq
 import orjson
 
 from bridge import normalize
-from bridge.events import Message, encode, exchange_name
+from bridge.events import APP_ID, CONTENT_TYPE, Message, encode, exchange_name
 from bridge.opendental import KNOWN_TABLES, table
-from bridge.publisher import declare_event_exchange, properties
+from bridge.publisher import declare_event_exchange
 from bridge.spool import Spool, file_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +133,18 @@ async def count_queue(queue: str, expected: set[int], limit_s: float = 900) -> d
         "missing": len(expected - seen),
         "duplicates": deliveries - len(seen),
     }
+
+
+def properties(message: Message) -> aiormq.spec.Basic.Properties:
+    """The AMQP properties the bridge sends with an event (§3.4), for the bare ceiling."""
+    return aiormq.spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=2,
+        message_id=message.message_id,
+        message_type=message.type,
+        timestamp=datetime.fromtimestamp(message.timestamp, UTC),
+        app_id=APP_ID,
+    )
 
 
 # --- 1. the bare confirmed-publish ceiling -------------------------------------------------

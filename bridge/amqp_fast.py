@@ -1,24 +1,37 @@
-"""AMQP frames of a persistent, mandatory publish, and the writer that coalesces them.
+"""The sealed fast path: batched publishing through aiormq's private state, self-checked.
 
-The hot path of publishing at the aiormq level: rows are encoded here rather than through
-pamqp's generic marshaller (tests compare the bytes with pamqp's), and the rows of requests
-arriving in one loop turn are written in one frame write, with aiormq's own confirmation
-bookkeeping (delivery tags, returns matched by message_id, futures failed on channel close).
+Everything in od-bridge that touches aiormq or pamqp internals lives here and nowhere else:
+the hand-encoded publish frames, the writer that coalesces the rows of concurrent requests
+into one frame write on aiormq's write queue, the delivery tags and confirmation futures
+registered in aiormq's own bookkeeping (so its returns, nacks and channel-close handling
+apply unchanged), and the name-mangled "connection blocked" flag.
+
+Verified against aiormq 7.2.4 and pamqp 4.0.1 (aio-pika 10.2.1); pyproject.toml admits only
+those minor versions. Support is decided by behaviour, not attribute names: `self_check`
+publishes an acked and a returned probe through this path on the first channel and compares
+what arrives; when anything differs the publisher logs one warning and uses aio-pika's
+public per-message path instead (tests run both).
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+import aio_pika
+import aiormq
 from aiormq.abc import ChannelFrame
 
 from .errors import PublishError
 from .events import APP_ID, CONTENT_TYPE, Message
+
+VERIFIED_WITH = "aiormq 7.2.4, pamqp 4.0.1"
 
 # --- wire encoding of one publish (AMQP 0-9-1 Basic.Publish + content header + body) ---------
 # Encoded here rather than through pamqp's generic marshaller: this is the hot path (three
@@ -66,23 +79,6 @@ def encode_publish(message: Message, channel: int, max_body: int) -> bytes:
     for start in range(0, len(body), max_body):
         parts.append(_frame(3, channel, body[start : start + max_body]))
     return b"".join(parts)
-
-
-def supports_batch(channel: Any) -> bool:
-    """True when this aiormq channel has the internals batched publishing relies on (7.2.x)."""
-    needed = (
-        "lock",
-        "delivery_tag",
-        "confirmations",
-        "message_id_delivery_tag",
-        "write_queue",
-        "create_future",
-        "number",
-        "max_content_size",
-    )
-    return all(hasattr(channel, name) for name in needed) and bool(
-        getattr(channel, "publisher_confirms", False)
-    )
 
 
 def encode_chunk(channel: Any, chunk: list[Message]) -> tuple[list[bytes], BaseException | None]:
@@ -186,3 +182,207 @@ class Coalescer:
 def forget(by_id: dict[str, int], message_id: str, tag: int, _: asyncio.Future[Any]) -> None:
     if by_id.get(message_id) == tag:
         del by_id[message_id]
+
+
+def connection_blocked(connection: Any) -> bool:
+    """True while RabbitMQ blocks publishing on this aio-pika connection (resource alarm)."""
+    # aiormq tracks connection.blocked/unblocked in a private event and exposes no property;
+    # read defensively so an aiormq without it just reports "not blocked".
+    transport = getattr(connection, "transport", None)
+    amqp = getattr(transport, "connection", None)
+    unblocked = getattr(amqp, "_Connection__connection_unblocked", None)
+    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+
+
+Outcome = BaseException | None  # per row: None when confirmed, else why not
+
+
+class BatchPublisher:
+    """Publishes rows as coalesced frame writes, with aiormq's confirmation bookkeeping.
+
+    The same frames as one basic_publish per row, without a task, a lock round and a drain
+    wait per row. Rows take window slots (shared with the public path) in arrival order;
+    each written row's slot is freed when the broker settles it.
+    """
+
+    def __init__(self, window: asyncio.Semaphore) -> None:
+        self._window = window
+        self._admission = asyncio.Lock()  # requests take window slots in turn
+        self.coalescer = Coalescer(self._settled)
+
+    async def publish(self, channel: Any, pending: list[Message], limit: float) -> list[Outcome]:
+        """Write every row, then wait (up to `limit` s in all) for each row's confirmation."""
+        futures: list[asyncio.Future[Any]] = []
+        tags: list[int] = []
+        slots = 0
+        failed: BaseException | None = None
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        try:
+            # One timer covering the wait for window slots too: slots are held until the
+            # broker settles each row, so a stalled or blocked broker must become a failure
+            # within the budget, not a wait without end.
+            async with asyncio.timeout_at(loop.time() + limit):
+                # A request needing more slots than are free writes what it has and waits for
+                # the rest still in turn, so a 1000-row request is not overtaken slot by slot.
+                # Its last chunk is written after the turn is passed on: requests of one loop
+                # turn then share a write.
+                index = 0
+                async with self._admission:
+                    while True:
+                        taken = await self._take_slots(len(pending) - index)
+                        slots += taken
+                        if index + taken == len(pending):
+                            break
+                        failed = await self._write(
+                            channel, pending[index : index + taken], futures, tags
+                        )
+                        index += taken
+                        if failed is not None:
+                            break
+                if failed is None:
+                    failed = await self._write(channel, pending[index:], futures, tags)
+                for future in futures:  # every row settles: ack, nack, return or close
+                    try:
+                        await future
+                    except asyncio.CancelledError:
+                        if task is not None and task.cancelling():
+                            raise  # we are cancelled, not the confirmation
+                    except Exception:  # noqa: S112 - recorded per row below
+                        continue
+        except TimeoutError:
+            pass  # rows still unsettled count as timed out below
+        finally:
+            for _ in range(slots - len(futures)):
+                self._window.release()  # slots of rows that were not written
+            _finish(channel, pending, futures, tags)
+        outcomes: list[Outcome] = []
+        for future in futures:
+            if not future.done():
+                outcomes.append(TimeoutError("not confirmed in time"))
+            elif future.cancelled():
+                outcomes.append(PublishError("confirmation cancelled (channel closed)"))
+            else:
+                outcomes.append(future.exception())
+        unwritten = failed or TimeoutError("not written in time")
+        outcomes += [unwritten] * (len(pending) - len(futures))
+        return outcomes
+
+    async def _take_slots(self, wanted: int) -> int:
+        """One window slot (waiting for it if none is free), then every free one up to wanted."""
+        window = self._window
+        await window.acquire()
+        taken = 1
+        while taken < wanted and not window.locked():
+            await window.acquire()  # does not suspend: the semaphore is free
+            taken += 1
+        return taken
+
+    async def _write(
+        self,
+        channel: Any,
+        chunk: list[Message],
+        futures: list[asyncio.Future[Any]],
+        tags: list[int],
+    ) -> BaseException | None:
+        """Encode and write `chunk`, adding a future per written row; the error, if any."""
+        frames, error = encode_chunk(channel, chunk)
+        if not frames:
+            return error
+        written = asyncio.get_running_loop().create_future()
+        entry = Entry(chunk[: len(frames)], frames, futures, tags, written)
+        try:
+            await self.coalescer.write(channel, entry)
+        except Exception as exc:  # not written: the rows' slots stay with the caller
+            return exc
+        return error
+
+    def _settled(self, future: asyncio.Future[Any]) -> None:
+        """A row's confirmation settled (ack, nack, return, close): free its window slot."""
+        self._window.release()
+        if not future.cancelled():
+            future.exception()  # retrieved: a failure nobody awaits logs no warning
+
+
+def _finish(
+    channel: Any,
+    pending: list[Message],
+    futures: list[asyncio.Future[Any]],
+    tags: list[int],
+) -> None:
+    """Drop aiormq's message_id → tag entry of each row, now or once it settles."""
+    by_id = channel.message_id_delivery_tag
+    for message, future, tag in zip(pending, futures, tags, strict=False):
+        if future.done():
+            if by_id.get(message.message_id) == tag:
+                del by_id[message.message_id]
+        else:
+            future.add_done_callback(partial(forget, by_id, message.message_id, tag))
+
+
+def is_returned(outcome: Outcome) -> bool:
+    """True when the broker returned the row (basic.return: no route), not failed it."""
+    return isinstance(outcome, aiormq.exceptions.PublishError)
+
+
+# What a connection or channel lost during the self-check raises: decide on the next channel.
+_LOST = (
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ConnectionClosed,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+async def self_check(channel: aio_pika.abc.AbstractChannel, batch: BatchPublisher) -> str | None:
+    """Probe the fast path on a live confirm channel; None when it works, else why not.
+
+    Publishes one row that routes (to a temporary queue) and one that does not (mandatory,
+    no such queue) and expects an ack and a return, the routed row back with the same bytes
+    and properties, and no bookkeeping left behind. Raises the connection's error when the
+    channel is lost meanwhile (nothing decided: check again on the next channel).
+    """
+    try:
+        async with asyncio.timeout(10):
+            return await _probe(channel, batch)
+    except _LOST:
+        raise
+    except Exception as exc:  # any other surprise means the internals are not what we know
+        return f"{type(exc).__name__} during the self-check"
+
+
+async def _probe(channel: aio_pika.abc.AbstractChannel, batch: BatchPublisher) -> str | None:
+    underlay: Any = await channel.get_underlay_channel()
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    try:
+        routed = Message(
+            exchange="",
+            routing_key=queue.name,
+            message_id=f"od-bridge-self-check-{uuid.uuid4().hex}",
+            type="od-bridge.self-check",
+            timestamp=int(time.time()),
+            body=b'{"self-check": "' + b"x" * 300 + b'"}',
+        )
+        lost = replace(routed, routing_key=f"{queue.name}.nobody", message_id=uuid.uuid4().hex)
+        outcomes = await batch.publish(underlay, [routed, lost], 5.0)
+        if outcomes[0] is not None or not is_returned(outcomes[1]):
+            return f"unexpected confirmations {[type(o).__name__ for o in outcomes]}"
+        got = await queue.get(no_ack=True, timeout=5, fail=False)
+        if got is None:
+            return "the acked probe did not arrive"
+        expected = (routed.body, routed.message_id, routed.type, 2, CONTENT_TYPE, APP_ID)
+        actual = (
+            got.body,
+            got.message_id,
+            got.type,
+            got.delivery_mode,
+            got.content_type,
+            got.app_id,
+        )
+        if actual != expected or got.timestamp is None:
+            return "the probe arrived altered"
+        if {routed.message_id, lost.message_id} & set(underlay.message_id_delivery_tag):
+            return "aiormq kept the probes' bookkeeping"
+        return None
+    finally:
+        await queue.delete(if_unused=False, if_empty=False)

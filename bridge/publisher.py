@@ -8,13 +8,9 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, Protocol
 
 import aio_pika
-import aiormq
-from aiormq.abc import AbstractChannel
-from pamqp import commands as spec
 from tenacity import (
     AsyncRetrying,
     RetryError,
@@ -23,7 +19,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .amqp_fast import Coalescer, Entry, encode_chunk, forget, supports_batch
+from .amqp_fast import VERIFIED_WITH, BatchPublisher, Outcome, connection_blocked, self_check
 from .config import Amqp
 from .errors import PublishError
 from .events import APP_ID, CONTENT_TYPE, Message, exchange_name
@@ -33,7 +29,7 @@ log = logging.getLogger("od_bridge.publisher")
 
 # What a broken or busy broker raises while we publish; all mean "not confirmed".
 BROKER_ERRORS = (
-    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.AMQPError,
     ConnectionError,
     TimeoutError,
     RuntimeError,  # aiormq raises it for a channel or connection in an invalid state
@@ -78,13 +74,14 @@ class InMemoryPublisher:
         return True
 
 
-def properties(message: Message) -> spec.Basic.Properties:
-    """AMQP properties of an event message (§3.4): persistent, CloudEvents content type."""
-    return spec.Basic.Properties(
+def amqp_message(message: Message) -> aio_pika.Message:
+    """The aio-pika message of an event (§3.4): persistent, CloudEvents content type."""
+    return aio_pika.Message(
+        message.body,
         content_type=CONTENT_TYPE,
-        delivery_mode=2,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message.message_id,
-        message_type=message.type,
+        type=message.type,
         timestamp=datetime.fromtimestamp(message.timestamp, UTC),
         app_id=APP_ID,
     )
@@ -106,6 +103,8 @@ async def declare_event_exchange(
 class AmqpPublisher:
     """Publishes to RabbitMQ with confirms and `mandatory`, declaring the topology it needs."""
 
+    use_fast_path = True  # False: always aio-pika's public per-message path (tests run both)
+
     def __init__(self, settings: Amqp, *, connection_name: str = "od-bridge") -> None:
         self.settings = settings
         self.prefix = settings.exchange_prefix
@@ -119,13 +118,14 @@ class AmqpPublisher:
         self.connected = asyncio.Event()  # set while connected
         self.lost = asyncio.Event()  # set while the connection is down (after a first connect)
         self.on_ready: list[Callable[[], object]] = []  # called on every (re)connect
-        self._admission = asyncio.Lock()  # batched path: requests take window slots in turn
-        self._coalescer = Coalescer(self._settled)
+        self._batch = BatchPublisher(self._window)
         self._connector: asyncio.Task[None] | None = None
         self._closing = False  # our own close: the connection loss is no news
         self._probe: aio_pika.abc.AbstractChannel | None = None  # for metrics RPCs only
-        self._batch: bool | None = None  # aiormq internals usable for batched publishing
+        # The fast path's self-check verdict: None until decided on a live channel.
+        self.fast: bool | None = None if self.use_fast_path else False
         self._underlay: Any = None  # the aiormq channel under self._channel, once fetched
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}  # public path's handles
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self, *, wait: bool = True) -> None:
@@ -163,7 +163,9 @@ class AmqpPublisher:
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await self._declare_base(channel)
-        except aiormq.exceptions.ChannelPreconditionFailed:
+            if self.fast is None:
+                await self._check_fast_path(channel)
+        except aio_pika.exceptions.ChannelPreconditionFailed:
             await connection.close()
             # Not a broker outage: our topology clashes with what exists. Say what to do; the
             # caller keeps retrying, so fixing it on the broker needs no restart here.
@@ -180,6 +182,7 @@ class AmqpPublisher:
         connection.close_callbacks.add(self._on_close)
         connection.reconnect_callbacks.add(self._on_reconnect)
         self._connection, self._channel = connection, channel
+        self._exchanges.clear()  # handles of the old channel
         self._up()
 
     def _up(self) -> None:
@@ -221,12 +224,7 @@ class AmqpPublisher:
     @property
     def blocked(self) -> bool:
         """True while RabbitMQ blocks publishing (memory or disk alarm: connection.blocked)."""
-        # aiormq tracks connection.blocked/unblocked in a private event and exposes no property;
-        # read it defensively so a future aiormq without it just reports "not blocked".
-        transport = getattr(self._connection, "transport", None)
-        amqp = getattr(transport, "connection", None)
-        unblocked = getattr(amqp, "_Connection__connection_unblocked", None)
-        return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+        return connection_blocked(self._connection)
 
     async def unrouted_depth(self, timeout_s: float = 1.0) -> int | None:
         """Messages waiting in `{prefix}.unrouted`, or None when the broker cannot say now."""
@@ -273,7 +271,7 @@ class AmqpPublisher:
             for name in sorted(missing - self._declared):
                 try:
                     await self._declare_exchange(self._channel, name)
-                except aiormq.exceptions.ChannelPreconditionFailed:
+                except aio_pika.exceptions.ChannelPreconditionFailed:
                     if name not in self._clashes:  # once per exchange: it repeats every retry
                         self._clashes.add(name)
                         log.error(
@@ -343,144 +341,45 @@ class AmqpPublisher:
             except BROKER_ERRORS as exc:
                 return pending, exc
             self._underlay = channel
-        if self._batch is None:
-            self._batch = supports_batch(channel)
-        if self._batch:
-            return await self._publish_batch(channel, pending, timeout)
+        if self.fast:
+            outcomes = await self._batch.publish(channel, pending, timeout)
+        else:
+            outcomes = await self._publish_public(pending, timeout)
+        for index, outcome in enumerate(outcomes):
+            if outcome is not None:
+                # Retry from the first failure on: later rows may be republished (duplicates are
+                # harmless, ids dedupe) but their last copies arrive in request order.
+                return pending[index:], outcome
+        return [], None
+
+    async def _check_fast_path(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        """Decide once, by behaviour, whether the batched path works with this aiormq."""
+        reason = await self_check(channel, self._batch)
+        self.fast = reason is None
+        if reason is not None:
+            log.warning(
+                "batched publishing disabled: aiormq does not behave like the versions it was "
+                "verified with; publishing row by row through aio-pika instead",
+                extra={"reason": reason, "verified_with": VERIFIED_WITH},
+            )
+
+    async def _publish_public(self, pending: list[Message], limit: float) -> list[Outcome]:
+        """aio-pika's public per-message path: one confirmed publish per row, in order."""
         results = await asyncio.gather(
-            *(self._publish_one(channel, m, timeout) for m in pending), return_exceptions=True
+            *(self._publish_one(m, limit) for m in pending), return_exceptions=True
         )
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise asyncio.CancelledError  # we are being cancelled: not a broker failure
-        for index, result in enumerate(results):
-            # A CancelledError here is aiormq cancelling a publish on a closing channel.
-            if isinstance(result, BaseException):
-                # Retry from the first failure on: later rows may be republished (duplicates are
-                # harmless, ids dedupe) but their last copies arrive in request order.
-                return pending[index:], result
-        return [], None
+        # A CancelledError here is aio-pika cancelling a publish on a closing channel.
+        return [r if isinstance(r, BaseException) else None for r in results]
 
-    async def _publish_batch(
-        self, channel: Any, pending: list[Message], limit: float
-    ) -> tuple[list[Message], BaseException | None]:
-        """Enqueue every row's frames (one write per window), then await the confirmations.
-
-        The same frames as one basic_publish per row, without a task, a lock round and a
-        drain wait per row; aiormq's own confirmation bookkeeping (delivery tags, returns
-        matched by message_id, futures failed on channel close) is used as is. Returns the
-        tail from the first row not confirmed (nack, return, closed channel, deadline).
-        """
-        futures: list[asyncio.Future[Any]] = []
-        tags: list[int] = []
-        loop = asyncio.get_running_loop()
-        confirmed = 0
-        slots = 0  # window slots taken; each written row's future frees its own
-        failed: BaseException | None = None
-        try:
-            # One timer per attempt, covering the wait for window slots too: slots are held
-            # until the broker settles each row, so a stalled or blocked broker must turn
-            # into a failure (spool or 503) within the budget, not into a wait without end.
-            async with asyncio.timeout_at(loop.time() + limit):
-                # Requests take window slots in arrival order; one that needs more slots than
-                # are free writes what it has and waits for the rest still in turn, so a
-                # 1000-row request is not overtaken slot by slot. Its last chunk is written
-                # after the turn is passed on: requests of one loop turn then share a write.
-                index = 0
-                async with self._admission:
-                    while True:
-                        taken = await self._take_slots(len(pending) - index)
-                        slots += taken
-                        if index + taken == len(pending):
-                            break
-                        failed = await self._write(
-                            channel, pending[index : index + taken], futures, tags
-                        )
-                        index += taken
-                        if failed is not None:
-                            break
-                if failed is None:
-                    failed = await self._write(channel, pending[index:], futures, tags)
-                for future in futures:
-                    await future
-                    confirmed += 1
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # we are cancelled, not the confirmation
-            return pending[confirmed:], PublishError("confirmation cancelled (channel closed)")
-        except Exception as exc:  # nack, return, closed channel, deadline: retry from here on
-            return pending[confirmed:], exc
-        finally:
-            for _ in range(slots - len(futures)):
-                self._window.release()  # slots of rows that were not written
-            self._finish(channel, pending, futures, tags)
-        if failed is not None:
-            return pending[confirmed:], failed
-        return [], None
-
-    async def _take_slots(self, wanted: int) -> int:
-        """One window slot (waiting for it if none is free), then every free one up to wanted."""
-        window = self._window
-        await window.acquire()
-        taken = 1
-        while taken < wanted and not window.locked():
-            await window.acquire()  # does not suspend: the semaphore is free
-            taken += 1
-        return taken
-
-    async def _write(
-        self,
-        channel: Any,
-        chunk: list[Message],
-        futures: list[asyncio.Future[Any]],
-        tags: list[int],
-    ) -> BaseException | None:
-        """Encode and write `chunk`, adding a future per written row; the error, if any.
-
-        A written row's window slot is freed by its future settling; slots of rows not
-        written stay with the caller.
-        """
-        frames, error = encode_chunk(channel, chunk)
-        if not frames:
-            return error
-        written = asyncio.get_running_loop().create_future()
-        entry = Entry(chunk[: len(frames)], frames, futures, tags, written)
-        try:
-            await self._coalescer.write(channel, entry)
-        except Exception as exc:  # not written: the rows' slots stay with the caller
-            return exc
-        return error
-
-    def _finish(
-        self,
-        channel: Any,
-        pending: list[Message],
-        futures: list[asyncio.Future[Any]],
-        tags: list[int],
-    ) -> None:
-        """Drop aiormq's message_id → tag entry of each row, now or once it settles."""
-        by_id = channel.message_id_delivery_tag
-        for message, future, tag in zip(pending, futures, tags, strict=False):
-            if future.done():
-                if by_id.get(message.message_id) == tag:
-                    del by_id[message.message_id]
-            else:
-                future.add_done_callback(partial(forget, by_id, message.message_id, tag))
-
-    def _settled(self, future: asyncio.Future[Any]) -> None:
-        """A row's confirmation settled (ack, nack, return, close): free its window slot."""
-        self._window.release()
-        if not future.cancelled():
-            future.exception()  # retrieved: a failure nobody awaits logs no warning
-
-    async def _publish_one(self, channel: AbstractChannel, message: Message, limit: float) -> None:
-        # The deadline covers the wait for a window slot too (see _publish_batch).
+    async def _publish_one(self, message: Message, limit: float) -> None:
+        # The deadline covers the wait for a window slot too (slots are held until settled).
         async with asyncio.timeout(limit), self._window:
-            await channel.basic_publish(
-                message.body,
-                exchange=message.exchange,
-                routing_key=message.routing_key,
-                properties=properties(message),
-                mandatory=True,
-            )
+            exchange = self._exchanges.get(message.exchange)
+            if exchange is None:
+                assert self._channel is not None
+                exchange = await self._channel.get_exchange(message.exchange, ensure=False)
+                self._exchanges[message.exchange] = exchange
+            await exchange.publish(amqp_message(message), message.routing_key, mandatory=True)

@@ -17,7 +17,7 @@ import pytest
 from bridge.config import Config
 from bridge.config_loader import parse
 from bridge.opendental import KNOWN_TABLES
-from bridge.publisher import declare_event_exchange
+from bridge.publisher import AmqpPublisher, declare_event_exchange
 from bridge.service import Service
 from tests.proxy import Proxy
 
@@ -115,12 +115,27 @@ async def prefix(need_broker: None) -> AsyncIterator[str]:
         await channel.queue_delete(f"{name}.unrouted")
 
 
+@pytest.fixture(params=["fast", "public"])
+def publish_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on the batched fast path and on aio-pika's public per-message path."""
+    if request.param == "public":
+        monkeypatch.setattr(AmqpPublisher, "use_fast_path", False)
+    path: str = request.param
+    return path
+
+
+def assert_path(publisher: AmqpPublisher, path: str) -> None:
+    """The publisher runs on `path`: a fast path that failed its self-check fails the test."""
+    assert publisher.fast is (path == "fast"), f"expected the {path} path"
+
+
 @pytest.fixture
-async def bridge(prefix: str) -> AsyncIterator[str]:
+async def bridge(prefix: str, publish_path: str) -> AsyncIterator[str]:
     """A running bridge (real AMQP publisher) on a free port; yields its webhook URL."""
     service = Service(make_config(prefix))
     await service.start()
     assert service.publisher.ready
+    assert_path(service.publisher, publish_path)
     yield f"http://127.0.0.1:{service.port}/apievents"
     await service.stop()
 

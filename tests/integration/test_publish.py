@@ -13,7 +13,7 @@ from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_ev
 from bridge.errors import PublishError
 from bridge.events import Message
 from bridge.publisher import AmqpPublisher
-from tests.conftest import AMQP_URL, TEST_KEY, all_samples, make_config, sample
+from tests.conftest import AMQP_URL, TEST_KEY, all_samples, assert_path, make_config, sample
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +119,7 @@ async def test_an_unknown_table_gets_its_own_exchange(
 
 
 async def test_a_clashing_unrouted_queue_is_a_clear_error(
-    prefix: str, caplog: pytest.LogCaptureFixture
+    prefix: str, caplog: pytest.LogCaptureFixture, publish_path: str
 ) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
@@ -135,7 +135,7 @@ async def test_a_clashing_unrouted_queue_is_a_clear_error(
 
 
 async def test_a_clashing_exchange_for_a_new_type_is_a_clear_error_logged_once(
-    prefix: str, caplog: pytest.LogCaptureFixture
+    prefix: str, caplog: pytest.LogCaptureFixture, publish_path: str
 ) -> None:
     name = f"{prefix}.db.commlog"  # not declared at startup: Commlog is not a known table
     connection = await aio_pika.connect(AMQP_URL)
@@ -144,6 +144,7 @@ async def test_a_clashing_exchange_for_a_new_type_is_a_clear_error_logged_once(
         await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
         publisher = AmqpPublisher(make_config(prefix, retry_budget_s=0.3).amqp)
         await publisher.start(wait=True)
+        assert_path(publisher, publish_path)
         try:
             message = Message(name, "k", "id-1", "com.opendental.db.Commlog", 1, b"{}")
             for _ in range(2):

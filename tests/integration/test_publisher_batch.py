@@ -1,4 +1,4 @@
-"""AmqpPublisher's batched path against a real RabbitMQ: order, properties, returns, no leaks."""
+"""AmqpPublisher on both paths (batched, public) against a real RabbitMQ: order, returns, leaks."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from bridge.errors import PublishError
 from bridge.events import APP_ID, CONTENT_TYPE, Message, exchange_name
 from bridge.opendental import KNOWN_TABLES
 from bridge.publisher import AmqpPublisher
+from tests.conftest import assert_path
 
 pytestmark = pytest.mark.integration
 URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -58,7 +59,7 @@ def _messages(prefix: str, count: int, start: int = 0) -> list[Message]:
     ]
 
 
-async def test_batched_rows_arrive_in_order_with_properties(prefix: str) -> None:
+async def test_rows_arrive_in_order_with_properties(prefix: str, publish_path: str) -> None:
     await (await _broker()).close()  # no broker: fail under CI, else skip, before starting
     publisher = AmqpPublisher(Amqp(url=URL, exchange_prefix=prefix, max_in_flight=64))
     await publisher.start()
@@ -70,7 +71,7 @@ async def test_batched_rows_arrive_in_order_with_properties(prefix: str) -> None
             await queue.bind(exchange_name(prefix, "db", "Appointment"), routing_key="#")
             batches = [_messages(prefix, 700, start=k * 1000) for k in range(3)]
             await asyncio.gather(*(publisher.publish(batch) for batch in batches))
-            assert publisher._batch is True
+            assert_path(publisher, publish_path)
             got: list[aio_pika.abc.AbstractIncomingMessage] = []
             async with queue.iterator() as it:
                 async for message in it:
@@ -94,7 +95,7 @@ async def test_batched_rows_arrive_in_order_with_properties(prefix: str) -> None
         await publisher.close()
 
 
-async def test_returned_row_fails_the_request(prefix: str) -> None:
+async def test_returned_row_fails_the_request(prefix: str, publish_path: str) -> None:
     connection = await _broker()
     publisher = AmqpPublisher(Amqp(url=URL, exchange_prefix=prefix, retry_budget_s=0.3))
     await publisher.start()
@@ -116,7 +117,9 @@ async def test_returned_row_fails_the_request(prefix: str) -> None:
         await publisher.close()
 
 
-async def test_concurrent_requests_coalesce_and_cancellation_leaks_nothing(prefix: str) -> None:
+async def test_concurrent_requests_coalesce_and_cancellation_leaks_nothing(
+    prefix: str, publish_path: str
+) -> None:
     connection = await _broker()
     publisher = AmqpPublisher(Amqp(url=URL, exchange_prefix=prefix, max_in_flight=50))
     await publisher.start()
@@ -127,10 +130,12 @@ async def test_concurrent_requests_coalesce_and_cancellation_leaks_nothing(prefi
             await queue.bind(exchange_name(prefix, "db", "Appointment"), routing_key="#")
             singles = [_messages(prefix, 1, start=i) for i in range(300)]
             await asyncio.gather(*(publisher.publish(m) for m in singles[:50]))
-            writes = publisher._coalescer.writes
+            assert_path(publisher, publish_path)
+            writes = publisher._batch.coalescer.writes
             await asyncio.gather(*(publisher.publish(m) for m in singles[50:100]))
-            # Requests of one loop turn share one write (with free window slots for all).
-            assert publisher._coalescer.writes - writes == 1
+            if publish_path == "fast":
+                # Requests of one loop turn share one write (with free window slots for all).
+                assert publisher._batch.coalescer.writes - writes == 1
             await asyncio.gather(*(publisher.publish(m) for m in singles[100:]))
             # Cancel some requests at every stage (waiting for a slot, queued, confirming).
             tasks = [
@@ -154,5 +159,22 @@ async def test_concurrent_requests_coalesce_and_cancellation_leaks_nothing(prefi
             assert underlay.confirmations == {}
             declared = await channel.declare_queue(f"{prefix}.probe", passive=True)
             assert declared.declaration_result.message_count >= 300 + 7 * finished
+    finally:
+        await publisher.close()
+
+
+async def test_a_fast_path_that_misbehaves_is_replaced_by_the_public_one(
+    prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await (await _broker()).close()
+    # An aiormq/pamqp change that alters what goes on the wire: the probe arrives altered.
+    monkeypatch.setattr("bridge.amqp_fast._APP_ID", b"\x05other")
+    publisher = AmqpPublisher(Amqp(url=URL, exchange_prefix=prefix))
+    await publisher.start()
+    try:
+        assert publisher.fast is False
+        warnings = [r for r in caplog.records if "batched publishing disabled" in r.getMessage()]
+        assert len(warnings) == 1
+        assert await publisher.publish(_messages(prefix, 3)) is True  # row by row instead
     finally:
         await publisher.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from pamqp import commands as spec
 from pamqp import frame
@@ -10,8 +11,19 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from bridge.amqp_fast import encode_publish
-from bridge.events import Message
-from bridge.publisher import properties
+from bridge.events import APP_ID, CONTENT_TYPE, Message
+
+
+def properties(message: Message) -> spec.Basic.Properties:
+    """What aiormq's basic_publish would be given for an event message."""
+    return spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=2,
+        message_id=message.message_id,
+        message_type=message.type,
+        timestamp=datetime.fromtimestamp(message.timestamp, UTC),
+        app_id=APP_ID,
+    )
 
 
 def _pamqp(message: Message, channel: int, max_body: int) -> bytes:
