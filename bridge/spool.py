@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import sqlite3
@@ -11,7 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from .errors import SpoolError, SpoolFull
 from .events import Message
@@ -48,7 +47,7 @@ class Spool:
         self.path = path
         self.max_events = max_events
         self._db: sqlite3.Connection | None = None
-        self._lock_file: IO[str] | None = None
+        self._lock: sqlite3.Connection | None = None
         # One thread owns the SQLite connection: writes and reads never run concurrently.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._committed = 0
@@ -68,15 +67,9 @@ class Spool:
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock = open(f"{self.path}.lock", "a")  # noqa: SIM115 - held for the process lifetime
         except OSError as exc:
             raise SpoolError(f"spool.path {self.path} is not writable ({exc.strerror})") from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
-            raise SpoolError(f"spool {self.path} is in use by another od-bridge process") from None
-        self._lock_file = lock
+        self._lock = lock_file(Path(f"{self.path}.lock"))
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -101,9 +94,9 @@ class Spool:
         if self._db is not None:
             self._db.close()
             self._db = None
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock is not None:
+            self._lock.close()  # ends the transaction: the lock is free
+            self._lock = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         """`fn` in the spool's thread; SQLite's errors become SpoolError (one kind of failure)."""
@@ -261,3 +254,27 @@ class Spool:
 def file_bytes(path: Path) -> int:
     """A spool's size on disk: the database file and its WAL (readable while a daemon runs)."""
     return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if os.path.exists(p))
+
+
+def lock_file(path: Path) -> sqlite3.Connection:
+    """Hold `path` exclusively until the returned connection is closed (or the process ends).
+
+    SQLite's own file locking, the same code on every platform: POSIX locks on Linux and macOS,
+    LockFileEx on Windows (which has no fcntl), both dropped by the OS when a process dies, so a
+    killed daemon never leaves a stale lock behind. An open EXCLUSIVE transaction that writes
+    nothing is the lock; journal_mode=OFF keeps it from leaving a -journal file beside it.
+    """
+    try:
+        lock = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise SpoolError(f"spool lock {path} cannot be opened ({exc})") from None
+    try:
+        lock.execute("PRAGMA journal_mode=OFF")
+        lock.execute("BEGIN EXCLUSIVE")
+    except sqlite3.Error as exc:
+        lock.close()
+        if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            spool = path.with_name(path.name.removesuffix(".lock"))
+            raise SpoolError(f"spool {spool} is in use by another od-bridge process") from None
+        raise SpoolError(f"spool lock {path} is not writable ({exc})") from None
+    return lock

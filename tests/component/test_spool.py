@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from bridge.metrics import Metrics
 from bridge.outbox import Drainer, Outbox
 from bridge.publisher import InMemoryPublisher
 from bridge.spool import Spool
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def msg(n: int) -> Message:
@@ -96,6 +99,44 @@ async def test_one_process_per_spool_file(spool: Spool) -> None:
     other = Spool(spool.path, 10)
     with pytest.raises(SpoolError, match="in use"):
         await other.open()
+
+
+async def test_the_lock_is_free_once_the_spool_is_closed(tmp_path: Path) -> None:
+    first = Spool(tmp_path / "spool.sqlite3", 10)
+    await first.open()
+    await first.close()
+    second = Spool(first.path, 10)
+    await second.open()
+    await second.close()
+    # The lock leaves no journal behind, only the lock file itself.
+    assert sorted(p.name for p in tmp_path.glob("spool.sqlite3.lock*")) == ["spool.sqlite3.lock"]
+
+
+async def test_the_lock_of_a_killed_process_does_not_outlive_it(tmp_path: Path) -> None:
+    """Another process holds the lock (as on Windows: no fcntl there); SIGKILL frees it."""
+    path = tmp_path / "spool.sqlite3"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import tests.windows_like, sys; from pathlib import Path; from bridge.spool import"
+        f" lock_file; lock = lock_file(Path({str(path) + '.lock'!r})); print('held', flush=True);"
+        " sys.stdin.read()",
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
+        refused = Spool(path, 10)
+        with pytest.raises(SpoolError, match="in use by another od-bridge process"):
+            await refused.open()
+    finally:
+        holder.kill()
+        await holder.wait()
+    after = Spool(path, 10)
+    await after.open()
+    await after.close()
 
 
 async def test_outbox_spools_while_the_broker_fails_and_drains_in_order(spool: Spool) -> None:
