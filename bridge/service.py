@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack, suppress
 from typing import Any
@@ -20,6 +19,7 @@ from .metrics import Metrics
 from .outbox import Drainer, Outbox
 from .publisher import AmqpPublisher
 from .receiver import build_app
+from .signals import on_stop_signals
 from .spool import Spool
 from .sync.loop import SyncLoop, SyncResult
 
@@ -188,14 +188,7 @@ def serve(config: Config, *, log_format: str | None = None, log_level: str | Non
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(signum, stop.set)
-            except NotImplementedError:
-                # Windows (run as a service by WinSW/NSSM, stopped with Ctrl-C): no loop
-                # signal handlers there, so set the event from a plain handler instead.
-                signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+        on_stop_signals(asyncio.get_running_loop(), stop.set)
         await run(config, stop)
 
     asyncio.run(main())

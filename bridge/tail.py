@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
@@ -17,6 +16,7 @@ from .errors import BridgeError
 from .events import exchange_name
 from .opendental import KNOWN_TABLES, table
 from .publisher import declare_event_exchange
+from .signals import on_stop_signals
 
 
 def exchanges(prefix: str, types: Sequence[str]) -> list[str]:
@@ -50,9 +50,7 @@ async def _tail(
     except (OSError, aio_pika.exceptions.AMQPError) as exc:
         raise BridgeError(f"cannot reach RabbitMQ ({type(exc).__name__})") from exc
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    on_stop_signals(asyncio.get_running_loop(), stop.set)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import aiohttp
 import pytest
 
 from bridge.service import Service
+from tests import daemon
 from tests.conftest import free_port
 from tests.integration.faults import (
     Consumer,
@@ -188,42 +187,6 @@ async def test_spool_full_answers_503_and_loses_nothing(
     check("spool full", ledger)
 
 
-async def start_bridge(config: Path) -> asyncio.subprocess.Process:
-    """`python -m bridge serve` in a subprocess; returns once it logs that it listens."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "serve",
-        "-c",
-        str(config),
-        "--log-level",
-        "INFO",
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stderr is not None
-
-    async def listening() -> None:
-        assert process.stderr is not None
-        seen: list[bytes] = []
-        while b'"listening"' not in (line := await process.stderr.readline()):
-            if not line:
-                raise AssertionError(f"bridge exited: {b''.join(seen[-5:]).decode()}")
-            seen.append(line)
-
-    await asyncio.wait_for(listening(), 20)
-
-    async def discard() -> None:  # a full stderr pipe would stall the bridge's logging
-        assert process.stderr is not None
-        while await process.stderr.read(65536):
-            pass
-
-    drain = asyncio.create_task(discard())
-    process._discard = drain  # type: ignore[attr-defined]  # keep a reference until exit
-    return process
-
-
 async def test_sigkill_after_200_loses_nothing(
     prefix: str, proxy: Proxy, ledger: Ledger, tmp_path: Path
 ) -> None:
@@ -232,7 +195,7 @@ async def test_sigkill_after_200_loses_nothing(
     spool = f'{{enabled: true, path: "{tmp_path / "spool.sqlite3"}", max_events: 100000}}'
     config.write_text(config_text(prefix, proxy.url, spool, port, 2))
     proxy.refusing = True  # the broker is "down": every 200 comes from the spool
-    process = await start_bridge(config)
+    process = await daemon.serve(config)
     try:
         await load(f"http://127.0.0.1:{port}/apievents", ledger, clients=3, requests=10)
     finally:
@@ -240,7 +203,7 @@ async def test_sigkill_after_200_loses_nothing(
         await process.wait()
     assert len(ledger.acked) == 150
     proxy.refusing = False
-    process = await start_bridge(config)  # drains what the killed one left
+    process = await daemon.serve(config)  # drains what the killed one left
     try:
         await ledger.all_arrived()
     finally:
