@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 from bridge.config_loader import load
 from bridge.errors import SpoolError
 from bridge.service import Service
+from bridge.spool import lock_file
 
 # Nothing listens on port 1: had any step reached the broker, its warning would be on stderr.
 CONFIG = """
@@ -55,9 +55,9 @@ def busy_port() -> Iterator[int]:
 @pytest.fixture
 def locked_spool(tmp_path: Path) -> Iterator[None]:
     """The spool's lock held as a running od-bridge holds it."""
-    with open(tmp_path / "spool.sqlite3.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        yield
+    lock = lock_file(tmp_path / "spool.sqlite3.lock")
+    yield
+    lock.close()
 
 
 def test_missing_tls_file(tmp_path: Path) -> None:
