@@ -1,19 +1,24 @@
 """The exception tree of od-bridge; every error the bridge raises on purpose is a BridgeError.
 
+Where a builtin exception means the same thing, the class inherits it too (in brackets), so
+code that knows only the builtins (`except ValueError`, `except ConnectionError`) still works.
+
 BridgeError
-├── ConfigError            configuration file missing, unreadable or invalid (exit 2)
+├── ConfigError            [ValueError] the configuration (or a command line naming what is not
+│                          in it) is missing, unreadable or invalid (exit 2)
 ├── RequestError           a webhook we refuse; carries the HTTP status and a short reason
-│   ├── BadRequest         400: not UTF-8 JSON, or not an object / array of objects
+│   ├── BadRequest         [ValueError] 400: not UTF-8 JSON, or not an object / array of objects
 │   ├── Unauthorized       401: missing or unknown customer key
 │   ├── Forbidden          403: a valid key from outside the customer's allowed_networks
-│   ├── PayloadTooLarge    413: over listen.max_body_bytes
+│   ├── PayloadTooLarge    [ValueError] 413: over listen.max_body_bytes
 │   ├── TooManyRequests    429: too many failed authentications from this address lately
 │   └── Unavailable        503: neither the broker nor the spool can take the rows
 ├── PublishError           the broker did not confirm (nack, return, timeout, closed channel)
 ├── SpoolError             the local spool cannot take or give rows
 │   └── SpoolFull          spool.max_events reached, or the disk is full
-└── OpenDentalError        the Open Dental API answered with an error; carries its message
-    └── OpenDentalUnreachable  no answer at all (connection refused, timeouts), retries spent
+└── OpenDentalError        a call to the Open Dental API failed
+    ├── OpenDentalAnswerError  it answered an error (or an unusable answer): status + message
+    └── OpenDentalUnreachable  [ConnectionError] no answer at all (refused, timeouts), retries spent
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ class BridgeError(Exception):
     """Root of every error od-bridge raises on purpose."""
 
 
-class ConfigError(BridgeError):
+class ConfigError(BridgeError, ValueError):
     """The configuration is invalid; `problems` lists `path: reason` lines."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -41,7 +46,7 @@ class RequestError(BridgeError):
         self.reason = reason
 
 
-class BadRequest(RequestError):
+class BadRequest(RequestError, ValueError):
     """400: the body is not UTF-8 JSON of the expected shape."""
 
     status = 400
@@ -69,7 +74,7 @@ class TooManyRequests(RequestError):
         self.retry_after_s = retry_after_s
 
 
-class PayloadTooLarge(RequestError):
+class PayloadTooLarge(RequestError, ValueError):
     """413: the body is larger than listen.max_body_bytes."""
 
     status = 413
@@ -102,7 +107,11 @@ class SpoolFull(SpoolError):
 
 
 class OpenDentalError(BridgeError):
-    """The Open Dental API answered an error; `status` and Open Dental's `message`."""
+    """A call to the Open Dental API failed (see the two kinds below)."""
+
+
+class OpenDentalAnswerError(OpenDentalError):
+    """The Open Dental API answered an error (or an unusable answer): `status` and `message`."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"Open Dental answered {status}: {message}")
@@ -110,10 +119,10 @@ class OpenDentalError(BridgeError):
         self.message = message
 
 
-class OpenDentalUnreachable(OpenDentalError):
+class OpenDentalUnreachable(OpenDentalError, ConnectionError):
     """The Open Dental API could not be reached (connection errors or timeouts, retries spent)."""
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(0, reason)
-        self.args = (f"cannot reach the Open Dental API at {url}: {reason}",)
+        super().__init__(f"cannot reach the Open Dental API at {url}: {reason}")
         self.url = url
+        self.reason = reason

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..errors import OpenDentalError
+from ..errors import OpenDentalAnswerError, OpenDentalError
 from ..opendental import DATETIME_FORMAT
 from .plan import Action, Plan, find_twin
 
@@ -34,7 +34,7 @@ class Outcome:
 async def _create(action: Action, client: SubscriptionApi) -> Outcome:
     try:
         made = await client.create_subscription(dict(action.body))
-    except OpenDentalError as exc:
+    except OpenDentalAnswerError as exc:
         if exc.status != 400:
             raise
         # A retried POST whose first answer was lost is rejected as a duplicate: look again.
@@ -49,7 +49,7 @@ async def _delete(action: Action, client: SubscriptionApi, stop: str) -> Outcome
     assert action.num is not None
     try:
         await client.delete_subscription(action.num)
-    except OpenDentalError as exc:
+    except OpenDentalAnswerError as exc:
         if exc.status == 404:
             return Outcome(action, True, "already gone", action.num)
         if exc.status != 401:
@@ -82,7 +82,9 @@ async def apply(
                 outcome = await _delete(action, client, now().strftime(DATETIME_FORMAT))
         except OpenDentalError as exc:
             outcome = Outcome(action, False, str(exc), action.num)
-            stop = exc.status not in (400, 404)  # bad keys or unreachable: the rest would fail too
+            # Bad keys or no answer at all: the rest would fail too. 400/404 concern this one.
+            refused_one = isinstance(exc, OpenDentalAnswerError) and exc.status in (400, 404)
+            stop = not refused_one
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)

@@ -21,7 +21,7 @@ from tenacity import (
 )
 
 from ..config import Customer
-from ..errors import OpenDentalError, OpenDentalUnreachable
+from ..errors import ConfigError, OpenDentalAnswerError, OpenDentalUnreachable
 
 log = logging.getLogger("od_bridge.odapi")
 
@@ -31,9 +31,11 @@ _MAX_MESSAGE = 300
 
 
 class _Retryable(Exception):
-    """A failure worth another try; `retry_after_s` is the server's hint, if any."""
+    """A failure worth another try: an answer's `status` (None: no answer), the server's hint."""
 
-    def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, status: int | None, message: str, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -125,7 +127,7 @@ class OpenDentalClient:
     def for_customer(cls, customer: Customer, **overrides: Any) -> OpenDentalClient:
         """A client for `customer.api` (pacing and page size follow Remote vs local defaults)."""
         if customer.api is None:
-            raise OpenDentalError(0, f"customer '{customer.name}' has no api: section")
+            raise ConfigError([f"customers: {customer.name}: no api: section to sync with"])
         api = customer.api
         kwargs: dict[str, Any] = {
             "min_interval_s": api.pacing_s,
@@ -175,9 +177,9 @@ class OpenDentalClient:
                 with attempt:
                     return await self._once(method, path, body, params)
         except _Retryable as exc:
-            if exc.status:
-                raise OpenDentalError(exc.status, exc.message) from exc
-            raise OpenDentalUnreachable(self.base_url, exc.message) from exc
+            if exc.status is None:
+                raise OpenDentalUnreachable(self.base_url, exc.message) from exc
+            raise OpenDentalAnswerError(exc.status, exc.message) from exc
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True always raises
 
     async def _once(self, method: str, path: str, body: Any, params: dict[str, int] | None) -> Any:
@@ -204,7 +206,7 @@ class OpenDentalClient:
                 "open dental call failed",
                 extra={"method": method, "path": path, "error": type(exc).__name__},
             )
-            raise _Retryable(0, f"{type(exc).__name__} {exc}".strip()) from exc
+            raise _Retryable(None, f"{type(exc).__name__} {exc}".strip()) from exc
         if status in _RETRY_STATUSES:
             log.info(
                 "open dental asked to retry",
@@ -212,11 +214,11 @@ class OpenDentalClient:
             )
             raise _Retryable(status, message_of(text), hint)
         if status >= 300:
-            raise OpenDentalError(status, message_of(text))
+            raise OpenDentalAnswerError(status, message_of(text))
         try:
             return orjson.loads(text) if text.strip() else None
         except orjson.JSONDecodeError as exc:
-            raise OpenDentalError(status, "answer is not JSON") from exc
+            raise OpenDentalAnswerError(status, "answer is not JSON") from exc
 
     async def list_subscriptions(self) -> list[dict[str, Any]]:
         """Every subscription of this customer key, following Limit/Offset pages."""
@@ -226,7 +228,7 @@ class OpenDentalClient:
             params = {"Offset": offset} if offset else None
             page = await self.request("GET", "/subscriptions", params=params)
             if not isinstance(page, list):
-                raise OpenDentalError(200, "GET /subscriptions did not answer a list")
+                raise OpenDentalAnswerError(200, "GET /subscriptions did not answer a list")
             fresh = [
                 s for s in page if isinstance(s, dict) and s.get("SubscriptionNum") not in found
             ]

@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import AMQPError, ChannelLockedResource
 
 from ..config import Config, Customer
-from ..errors import OpenDentalError
+from ..errors import ConfigError, OpenDentalError
 from .apply import Outcome, apply
 from .client import OpenDentalClient
 from .plan import Plan, desired, plan
@@ -66,15 +66,15 @@ async def sync_customer(
 
 
 def customers_to_sync(config: Config, names: Sequence[str] = ()) -> list[Customer]:
-    """The customers with an `api:` section, limited to `names` when given."""
+    """The customers with an `api:` section, limited to `names` (ConfigError for an unknown one)."""
     known = {c.name: c for c in config.customers}
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise OpenDentalError(0, f"no customer named {', '.join(missing)} in the configuration")
+    problems = [f"--customer: no customer named {n}" for n in names if n not in known]
+    if problems:
+        raise ConfigError(problems)
     chosen = [known[n] for n in names] if names else list(config.customers)
     without = [c.name for c in chosen if c.api is None]
     if names and without:
-        raise OpenDentalError(0, f"customer {', '.join(without)} has no api: section to sync with")
+        raise ConfigError([f"--customer: {n} has no api: section to sync with" for n in without])
     return [c for c in chosen if c.api is not None]
 
 

@@ -191,10 +191,15 @@ async def test_customer_option_limits_the_run(od: Office) -> None:
     od.write(APPOINTMENT, extra="  - {name: other, customer_key: NotInEmulator1}\n")
     run = await od.sync("--customer", "main-office")
     assert run.code == 0 and "main-office" in run.out and "other" not in run.out
+    # Naming what the configuration does not hold is a usage error (2), not Open Dental's.
     missing = await od.sync("--customer", "nobody")
-    assert missing.code == 1 and "no customer named nobody" in missing.err
+    assert (missing.code, missing.out) == (2, "")
+    assert missing.err.splitlines() == ["config error: --customer: no customer named nobody"]
     no_api = await od.sync("--customer", "other")
-    assert no_api.code == 1 and "no api: section" in no_api.err
+    assert (no_api.code, no_api.out) == (2, "")
+    assert no_api.err.splitlines() == [
+        "config error: --customer: other has no api: section to sync with"
+    ]
 
 
 async def test_free_tier_delete_falls_back_to_retiring(

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bridge.config_loader import parse
 from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
-from bridge.errors import OpenDentalError, OpenDentalUnreachable
+from bridge.errors import OpenDentalAnswerError, OpenDentalUnreachable
 from bridge.sync.client import OpenDentalClient, message_of, retry_after
 
 DB = {
@@ -126,7 +126,7 @@ async def test_client_errors_carry_open_dentals_message(
     script = Script([(status, body, {})])
     async for base in scripted(script):
         async with client(base) as od:
-            with pytest.raises(OpenDentalError) as caught:
+            with pytest.raises(OpenDentalAnswerError) as caught:
                 await od.create_subscription(DB)
     assert (caught.value.status, caught.value.message) == (status, message)
     assert len(script.calls) == 1  # never retried
@@ -135,7 +135,7 @@ async def test_client_errors_carry_open_dentals_message(
 async def test_emulator_400_message_surfaces() -> None:
     async for _, base in emulated(Settings()):
         async with client(base) as od:
-            with pytest.raises(OpenDentalError, match="PollingSeconds is required"):
+            with pytest.raises(OpenDentalAnswerError, match="PollingSeconds is required"):
                 await od.create_subscription({"EndPointUrl": "http://x/y", "WatchTable": "Patient"})
 
 
@@ -157,7 +157,7 @@ async def test_gives_up_after_max_attempts_with_the_last_message() -> None:
     waits, sleep = recorder()
     async for base in scripted(script):
         async with client(base, sleep=sleep, max_attempts=3) as od:
-            with pytest.raises(OpenDentalError) as caught:
+            with pytest.raises(OpenDentalAnswerError) as caught:
                 await od.list_subscriptions()
     assert (caught.value.status, caught.value.message) == (500, "database is locked")
     assert len(waits) == 2
@@ -166,8 +166,10 @@ async def test_gives_up_after_max_attempts_with_the_last_message() -> None:
 async def test_connection_refused_is_unreachable_after_retries() -> None:
     waits, sleep = recorder()
     async with client("http://127.0.0.1:9/api/v1", sleep=sleep, max_attempts=3) as od:
-        with pytest.raises(OpenDentalUnreachable, match="cannot reach the Open Dental API"):
+        with pytest.raises(ConnectionError, match="cannot reach the Open Dental API") as caught:
             await od.list_subscriptions()
+    assert isinstance(caught.value, OpenDentalUnreachable)  # also a ConnectionError, no status
+    assert not hasattr(caught.value, "status")
     assert len(waits) == 2
 
 
