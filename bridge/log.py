@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 import orjson
@@ -17,6 +21,49 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "ta
 # The id of the HTTP request being handled in this task (set by the receiver), so every line a
 # request causes — in any module — can be tied together and to the caller's X-Request-Id.
 request_id: ContextVar[str | None] = ContextVar("od_bridge_request_id", default=None)
+
+
+@lru_cache(maxsize=1024)
+def _short(filename: str) -> str:
+    """A frame's file relative to its import root: `bridge/sync/plan.py`, `aiohttp/web.py`."""
+    roots = [Path(p) for p in sys.path if p] + [Path(__file__).parents[1]]
+    path = Path(filename)
+    best = max(
+        (r for r in roots if path.is_relative_to(r)), key=lambda r: len(r.parts), default=None
+    )
+    return path.relative_to(best).as_posix() if best is not None else path.name
+
+
+def stack(tb: TracebackType | None) -> list[str]:
+    """Where an exception passed, outermost first, as `file:line function`.
+
+    Never its message nor any local variable: either may hold a request's rows (PHI). Source
+    lines are not read either (`lookup_lines=False`).
+    """
+    frames = traceback.StackSummary.extract(traceback.walk_tb(tb), lookup_lines=False)
+    return [f"{_short(f.filename)}:{f.lineno} {f.name}" for f in frames]
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    """The exception and what it was raised from or during, as `raise … from` links them."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return seen
+
+
+def error_fields(exc: BaseException | None) -> dict[str, Any]:
+    """`error` (the class), `stack` (frames) and, for a chained error, its `causes` likewise."""
+    chain = _chain(exc)
+    if not chain:
+        return {}
+    out: dict[str, Any] = {"error": type(chain[0]).__name__, "stack": stack(chain[0].__traceback__)}
+    if len(chain) > 1:
+        out["causes"] = [
+            {"error": type(e).__name__, "stack": stack(e.__traceback__)} for e in chain[1:]
+        ]
+    return out
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,8 +83,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD:
                 out[key] = value
-        if record.exc_info and record.exc_info[0] is not None:
-            out["error"] = record.exc_info[0].__name__
+        if record.exc_info:
+            out.update(error_fields(record.exc_info[1]))
         return orjson.dumps(out, default=str).decode()
 
 
@@ -52,8 +99,10 @@ class TextFormatter(logging.Formatter):
             extra = f"request_id={rid} {extra}"
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        if record.exc_info and record.exc_info[0] is not None:
-            line += f" error={record.exc_info[0].__name__}"
+        if record.exc_info:
+            fields = error_fields(record.exc_info[1])
+            if fields:
+                line += f" error={fields['error']} stack={' > '.join(fields['stack'])}"
         return f"{line} {extra}".rstrip()
 
 

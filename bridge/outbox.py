@@ -150,7 +150,7 @@ class Drainer:
                         extra={"error": str(exc), "depth": self.spool.size, "retry_in_s": backoff},
                     )
                 except Exception as exc:  # task boundary: the drainer must outlive any surprise
-                    log.error("spool drain failed", extra={"error": type(exc).__name__})
+                    log.error("spool drain failed", exc_info=exc)
             await self._pause(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
 

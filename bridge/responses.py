@@ -50,7 +50,7 @@ def unexpected(exc: Exception) -> web.Response:
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         return json_error(exc.status, exc.reason)
     # A bug must not take the server down, nor show its details to the caller.
-    log.error("unexpected error", extra={"error": type(exc).__name__})
+    log.error("unexpected error", exc_info=exc)  # the class and frames only (log.py)
     return json_error(500, "internal error")
 
 

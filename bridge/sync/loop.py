@@ -213,10 +213,8 @@ class SyncLoop:
             while not stop.is_set():
                 try:
                     await self.run_once()
-                except Exception as exc:  # task boundary: one bad pass must not end the loop
-                    log.exception(
-                        "subscription sync pass crashed", extra={"error": type(exc).__name__}
-                    )
+                except Exception:  # task boundary: one bad pass must not end the loop
+                    log.exception("subscription sync pass crashed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.config.sync.interval_s)
         finally:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ import pytest
 
 from bridge import log as logsetup
 from bridge.config import Amqp
+from bridge.events import Message
 from bridge.publisher import AmqpPublisher, InMemoryPublisher
 from bridge.receiver import build_app
 
@@ -220,3 +222,37 @@ def test_a_library_logging_a_message_object_logs_no_body(captured: io.StringIO) 
     _assert_clean(text)
     assert "Unhandled message '<Delivered>' returning" in text
     assert "Server said NOT_FOUND (404)" in text  # plain arguments are kept
+
+
+class BuggyPublisher(InMemoryPublisher):
+    """A bug deep in the publish path whose exception message and locals hold a row (PHI)."""
+
+    async def publish(self, messages: Sequence[Message]) -> bool:
+        rows = [orjson.loads(m.body)["data"] for m in messages]  # a local full of PHI
+        try:
+            return {}[rows[0]["LName"]]  # type: ignore[no-any-return]
+        except KeyError as exc:
+            raise ValueError(f"cannot publish {rows!r}") from exc
+
+
+async def test_an_error_line_carries_frames_not_the_message(
+    aiohttp_client: Any, captured: io.StringIO
+) -> None:
+    client = await aiohttp_client(build_app(_config(), BuggyPublisher()))
+    patient = all_samples()["patient"]
+    resp = await client.post("/apievents", data=body_bytes(patient), headers=patient["headers"])
+    assert resp.status == 500
+    text = captured.getvalue()
+    _assert_clean(text)  # neither the message nor the locals of either exception
+    [line] = [orjson.loads(x) for x in text.splitlines() if '"unexpected error"' in x]
+    assert line["level"] == "error" and line["error"] == "ValueError"
+    # Outermost first, each `file:line function`, from the receiver down to the raise.
+    assert all(re.fullmatch(r"[\w/.-]+\.py:\d+ [\w<>]+", frame) for frame in line["stack"])
+    assert line["stack"][0].startswith("bridge/receiver.py:")
+    assert re.fullmatch(r"tests/component/test_logs_phi\.py:\d+ publish", line["stack"][-1])
+    [cause] = line["causes"]  # what it was raised from, the same way
+    assert cause["error"] == "KeyError"
+    assert re.fullmatch(r"tests/component/test_logs_phi\.py:\d+ publish", cause["stack"][-1])
+    # The text format: the class and the frames on the same line.
+    [human] = [x for x in text.splitlines() if "unexpected error" in x and not x.startswith("{")]
+    assert "error=ValueError stack=bridge/receiver.py:" in human
