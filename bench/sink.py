@@ -19,6 +19,8 @@ import aiormq
 import aiormq.abc
 import orjson
 
+from bridge.publisher import BROKER_ERRORS
+
 
 class Sink:
     """Counts deliveries; remembers the first receive time of each PatNum in stamp mode."""
@@ -65,7 +67,7 @@ class Sink:
                 await channel.basic_consume(self.args.queue, self.on_message, no_ack=False)
                 self.channel, self.unacked = channel, 0
                 return connection
-            except (OSError, aiormq.exceptions.AMQPError):
+            except BROKER_ERRORS:
                 if attempt == 79:
                     raise
                 await asyncio.sleep(0.25)

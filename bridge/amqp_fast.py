@@ -326,6 +326,8 @@ def is_returned(outcome: Outcome) -> bool:
 
 
 # What a connection or channel lost during the self-check raises: decide on the next channel.
+# Narrower than publisher.BROKER_ERRORS on purpose: a channel the broker closed over our own
+# frames (an AMQP channel error) means the internals differ, and must count as unsupported.
 _LOST = (
     aiormq.exceptions.ChannelInvalidStateError,
     aiormq.exceptions.ConnectionClosed,

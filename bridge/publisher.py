@@ -27,14 +27,12 @@ from .opendental import KNOWN_TABLES
 
 log = logging.getLogger("od_bridge.publisher")
 
-# What a broken or busy broker raises while we publish; all mean "not confirmed".
-BROKER_ERRORS = (
-    aio_pika.exceptions.AMQPError,
-    ConnectionError,
-    TimeoutError,
-    RuntimeError,  # aiormq raises it for a channel or connection in an invalid state
-    StopAsyncIteration,  # aiormq, when the peer closes during the handshake
-)
+# What a broker that went away (or never came) raises, from a connect to a confirm: all mean
+# "not now, try again", and every part that talks to RabbitMQ catches this one tuple. It is
+# aio-pika's own list, the one its robust connection reconnects on: AMQP errors, OSError
+# (so ConnectionError and TimeoutError), RuntimeError (aiormq's channel or connection in an
+# invalid state), StopAsyncIteration (the peer closed during the handshake), pamqp's errors.
+BROKER_ERRORS = aio_pika.exceptions.CONNECTION_EXCEPTIONS
 
 
 class Publisher(Protocol):

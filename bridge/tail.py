@@ -15,7 +15,7 @@ from .config import Config
 from .errors import BridgeError
 from .events import exchange_name
 from .opendental import KNOWN_TABLES, table
-from .publisher import declare_event_exchange
+from .publisher import BROKER_ERRORS, declare_event_exchange
 from .signals import on_stop_signals
 
 
@@ -47,7 +47,7 @@ async def _tail(
     url = config.amqp.url.get_secret_value()
     try:
         connection = await aio_pika.connect_robust(url, timeout=10)
-    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+    except BROKER_ERRORS as exc:
         raise BridgeError(f"cannot reach RabbitMQ ({type(exc).__name__})") from exc
     stop = asyncio.Event()
     on_stop_signals(asyncio.get_running_loop(), stop.set)

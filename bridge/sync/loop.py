@@ -12,10 +12,11 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractConnection
-from aiormq.exceptions import AMQPError, ChannelLockedResource
+from aiormq.exceptions import ChannelLockedResource
 
 from ..config import Config, Customer
 from ..errors import ConfigError, OpenDentalError
+from ..publisher import BROKER_ERRORS
 from .apply import Outcome, apply
 from .client import OpenDentalClient
 from .plan import Plan, desired, plan
@@ -157,7 +158,7 @@ class SyncLoop:
             return True
         try:
             return await self.lock.acquire()
-        except (AMQPError, OSError, TimeoutError, aio_pika.exceptions.AMQPException) as exc:
+        except BROKER_ERRORS as exc:
             log.warning(
                 "syncer lock unavailable; planning only", extra={"error": type(exc).__name__}
             )

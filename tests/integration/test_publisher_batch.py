@@ -14,7 +14,7 @@ from bridge.config import Amqp
 from bridge.errors import PublishError
 from bridge.events import APP_ID, CONTENT_TYPE, Message, exchange_name
 from bridge.opendental import KNOWN_TABLES
-from bridge.publisher import AmqpPublisher
+from bridge.publisher import BROKER_ERRORS, AmqpPublisher
 from tests.conftest import assert_path
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 async def _broker() -> aio_pika.abc.AbstractConnection:
     try:
         return await aio_pika.connect(URL, timeout=5)
-    except (OSError, aio_pika.exceptions.AMQPError):
+    except BROKER_ERRORS:
         if os.environ.get("CI") == "true":
             pytest.fail("RabbitMQ is required under CI")
         pytest.skip("no RabbitMQ on 127.0.0.1:5672")
