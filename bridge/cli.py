@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import __version__
 from .config import Config
@@ -46,7 +47,7 @@ def _tail(args: argparse.Namespace) -> int:
 def _spool(args: argparse.Namespace) -> int:
     from .spoolcli import run  # noqa: PLC0415
 
-    code: int = run(_config(args), args.action)
+    code: int = run(_config(args), args.action, args.file)
     return code
 
 
@@ -189,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     spool = sub.add_parser("spool", help="inspect or drain the local spool")
     spool.add_argument(
         "action",
-        choices=("stats", "drain"),
-        help="stats: depth and age; drain: publish everything now (stop the daemon first)",
+        choices=("stats", "drain", "salvage"),
+        help="stats: depth and age; drain: publish everything now; salvage FILE: copy the"
+        " readable rows of a damaged spool set aside at start into the spool (daemon stopped)",
     )
+    spool.add_argument("file", nargs="?", type=Path, help="salvage: the damaged spool file")
     _with_config(spool)
     spool.set_defaults(handler=_spool)
     return parser

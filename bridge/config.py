@@ -130,6 +130,8 @@ class Spool(_Model):
     enabled: bool = True
     path: Path = Path("var/spool.sqlite3")
     max_events: int = Field(1_000_000, ge=1)
+    # Kept free on the spool's filesystem: rows are refused below it, so deletes still commit.
+    reserve_bytes: int = Field(8 * 1024 * 1024, ge=0)
 
 
 class Api(_Model):

@@ -66,6 +66,21 @@ class Metrics:
         self.spool_depth = Gauge(
             "od_bridge_spool_depth", "Rows waiting in the local spool.", registry=r
         )
+        self.spool_damaged = Gauge(
+            "od_bridge_spool_damaged",
+            "1 while the spool file is removed, replaced, truncated or corrupt (503, not ready).",
+            registry=r,
+        )
+        self.spool_unreadable = Gauge(
+            "od_bridge_spool_unreadable_rows",
+            "Rows in a damaged spool that could not be read (salvage them after a restart).",
+            registry=r,
+        )
+        self.spool_set_aside = Counter(
+            "od_bridge_spool_set_aside_total",
+            "Damaged spool files set aside at start (recover with `od-bridge spool salvage`).",
+            registry=r,
+        )
         self.confirm_seconds = Histogram(
             "od_bridge_publish_confirm_duration_seconds",
             "Time to get every row of one request confirmed by the broker.",

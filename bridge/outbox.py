@@ -16,6 +16,7 @@ from .publisher import Publisher
 from .spool import Spool
 
 log = logging.getLogger("od_bridge.outbox")
+SPOOL_RETRY_MAX_S = 10.0  # a spool that cannot delete or read: retry at most this far apart
 
 
 class Outbox:
@@ -28,25 +29,43 @@ class Outbox:
         self.wake = asyncio.Event()  # set when the drainer has something to do
         self.spooling = False  # True from the first spooled row until the spool is empty again
 
+    def _refusal(self) -> str | None:
+        """Why a request cannot be made durable now, or None when it can."""
+        spool = self.spool
+        if spool is None:
+            return None if self.publisher.ready else "broker disconnected"
+        room = spool.room()
+        if room is not None and spool.damage is not None:
+            return room  # a damaged spool refuses every row, also those bound for the broker
+        if self.publisher.ready and spool.size == 0:
+            return None  # straight to the broker
+        return room  # into the spool: broker away, or rows waiting ahead of these
+
     @property
     def ready(self) -> bool:
         """True when a request can be made durable now (broker up, or room in the spool)."""
-        spool = self.spool
-        return self.publisher.ready or (spool is not None and spool.size < spool.max_events)
+        return self._refusal() is None
 
     def state(self) -> dict[str, Any]:
-        """What /readyz reports: ready, broker state, spool depth."""
-        return {
-            "ready": self.ready,
+        """What /readyz reports: ready, broker state, spool depth, and why not when not."""
+        refusal = self._refusal()
+        state: dict[str, Any] = {
+            "ready": refusal is None,
             "broker": "connected" if self.publisher.ready else "disconnected",
             "spool": "disabled" if self.spool is None else self.spool.size,
         }
+        if refusal is not None and self.spool is not None:
+            state["reason"] = refusal
+        return state
 
     async def publish(self, messages: Sequence[Message]) -> bool:
         """Confirmed by the broker (True), or committed to the spool (False); else raise."""
         spool = self.spool
         if spool is None:
             return await self.publisher.publish(messages)
+        if spool.damage is not None:
+            # Said once by the spool; until it is whole again nothing is answered 200.
+            raise SpoolError(f"the spool is unusable: {spool.damage[1]}")
         # While anything waits in the spool, new rows queue behind it: order across an outage.
         if spool.size == 0 and self.spooling:
             self.spooling = False
@@ -87,9 +106,15 @@ class Drainer:
         self.drained = 0
         self.idle = asyncio.Event()  # set while the spool is empty and the drainer waits
         self._drained_when_idle = 0  # `drained` when the spool was last found empty
+        # Rows first..last confirmed by the broker whose delete has not committed (a full
+        # disk): the delete is retried, and they are never published again meanwhile.
+        self._undeleted: tuple[int, int] | None = None
+        self._spool_failing = False  # a spool failure is logged once, not once per retry
 
     async def run_once(self) -> int:
         """Publish and delete one batch; the number of rows drained (0 if empty)."""
+        if self._undeleted is not None:
+            await self._delete_published()
         rows = await self.spool.peek(self._size)
         if not rows:
             return 0
@@ -107,9 +132,15 @@ class Drainer:
     async def _forget(self, rows: list[tuple[int, Message]]) -> None:
         if not rows:
             return
-        await self.spool.delete(rows[0][0], rows[-1][0])
-        self.drained += len(rows)
+        self.drained += len(rows)  # confirmed by the broker: drained, deleted or not yet
         self.metrics.rows_drained.inc(len(rows))
+        self._undeleted = (rows[0][0], rows[-1][0])
+        await self._delete_published()
+
+    async def _delete_published(self) -> None:
+        assert self._undeleted is not None
+        await self.spool.delete(*self._undeleted)
+        self._undeleted = None
 
     async def drain(self, deadline_s: float | None = None) -> int:
         """Drain until empty, a failure, or the deadline; rows drained."""
@@ -128,7 +159,7 @@ class Drainer:
 
     async def run(self) -> None:
         """Forever: drain when woken or when rows are left, backing off while the broker fails."""
-        backoff = 0.1
+        backoff, spool_backoff = 0.1, 0.5
         while True:
             if self.spool.size == 0:
                 if self.drained != self._drained_when_idle:
@@ -142,13 +173,28 @@ class Drainer:
             if self.publisher.ready:
                 try:
                     await self.run_once()
-                    backoff = 0.1
+                    backoff, spool_backoff = 0.1, 0.5
+                    if self._spool_failing:
+                        self._spool_failing = False
+                        log.warning("spool drain going again", extra={"depth": self.spool.size})
                     continue
-                except (PublishError, SpoolError) as exc:
+                except PublishError as exc:
                     log.info(
                         "spool drain waiting for the broker",
                         extra={"error": str(exc), "depth": self.spool.size, "retry_in_s": backoff},
                     )
+                except SpoolError as exc:
+                    # Not the broker: the spool cannot be read or a delete cannot commit (full
+                    # disk). Published rows stay marked, so nothing is published twice.
+                    if not self._spool_failing:
+                        self._spool_failing = True
+                        log.warning(
+                            "spool drain stopped by the spool; retrying with backoff",
+                            extra={"error": str(exc), "depth": self.spool.size},
+                        )
+                    spool_backoff = min(spool_backoff * 2, SPOOL_RETRY_MAX_S)
+                    await self._pause(spool_backoff)
+                    continue
                 except Exception as exc:  # task boundary: the drainer must outlive any surprise
                     log.error("spool drain failed", exc_info=exc)
             await self._pause(backoff)

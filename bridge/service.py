@@ -38,13 +38,21 @@ class Service:
         self.metrics = Metrics()
         self.publisher = AmqpPublisher(config.amqp)
         self.spool = (
-            Spool(config.spool.path, config.spool.max_events) if config.spool.enabled else None
+            Spool(
+                config.spool.path,
+                config.spool.max_events,
+                reserve_bytes=config.spool.reserve_bytes,
+            )
+            if config.spool.enabled
+            else None
         )
         self.outbox = Outbox(self.publisher, self.spool, self.metrics)
         if self.spool is not None:
             spool = self.spool
             # Derived, so read when scraped rather than kept in step on every write.
             self.metrics.spool_depth.set_function(lambda: spool.size)
+            self.metrics.spool_damaged.set_function(lambda: 0 if spool.damage is None else 1)
+            self.metrics.spool_unreadable.set_function(lambda: spool.unreadable)
         self.drainer = (
             Drainer(self.spool, self.publisher, self.metrics, self.outbox.wake)
             if self.spool is not None
@@ -105,6 +113,8 @@ class Service:
             if self.spool is not None:
                 stack.push_async_callback(self.spool.close)  # also right after a failed open
                 await self.spool.open()
+                if self.spool.set_aside is not None:
+                    self.metrics.spool_set_aside.inc()
                 if self.spool.size:
                     log.info(
                         "spool holds rows from a previous run", extra={"depth": self.spool.size}

@@ -6,12 +6,14 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import spoolhealth
 from .errors import SpoolError, SpoolFull
 from .events import Message
 
@@ -43,11 +45,24 @@ class Stats:
 class Spool:
     """FIFO outbox. Appends are group-committed: many requests share one fsync, off the loop."""
 
-    def __init__(self, path: Path, max_events: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_events: int,
+        *,
+        reserve_bytes: int = 0,
+        check_every_s: float = 1.0,
+        quick_check_every_s: float = 10.0,
+    ) -> None:
         self.path = path
         self.max_events = max_events
+        # Rows are refused while less than this is free, so that deletes can still commit.
+        self.reserve_bytes = reserve_bytes
+        self.check_every_s = check_every_s
+        self.quick_check_every_s = quick_check_every_s
         self._db: sqlite3.Connection | None = None
         self._lock: sqlite3.Connection | None = None
+        self._lock_id = (0, 0)  # device and inode of the lock file held
         # One thread owns the SQLite connection: writes and reads never run concurrently.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._committed = 0
@@ -57,32 +72,85 @@ class Spool:
         self._committer: asyncio.Task[None] | None = None
         self._closing = False
         self.commits = 0  # transactions (fsyncs) so far: group commit makes this << appends
+        self._watch = spoolhealth.FileWatch(path)
+        self._watcher: asyncio.Task[None] | None = None
+        self._next_quick_check = 0.0
+        self.damage: tuple[str, str] | None = None  # (kind, cause) once the file is unsafe
+        self.unreadable = 0  # rows a damaged spool holds that could not be read
+        self.set_aside: Path | None = None  # where a file found damaged at start was moved
+        self._free = (0.0, 0)  # (when, bytes free): statvfs at most once a second
+        self._reusable = 0  # bytes of free pages inside the file: rows fit there too
+        self._disk_full_at: int | None = None  # bytes usable when a write last found no room
+        self._next_recreate = 0.0
+        self._recreate_backoff = 1.0
 
     # --- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
-        """Open (creating) the file, take the process lock, count what a previous run left."""
+        """Open (creating) the file, take the process lock, count what a previous run left.
+
+        A file SQLite finds damaged is set aside (`<name>.corrupt-<time>`) and a new one
+        started: one clear error line and a salvage command instead of a crash loop.
+        """
         await self._run(self._open)
         self._committer = asyncio.create_task(self._commit_loop(), name="spool-commit")
+        self._watcher = asyncio.create_task(self._watch_loop(), name="spool-watch")
 
     def _open(self) -> None:
+        self._take_lock()
+        try:
+            try:
+                db = self._connect()
+            except sqlite3.DatabaseError as exc:
+                found = spoolhealth.damage(exc)
+                if found is None or found[0] != spoolhealth.CORRUPT:
+                    raise
+                self.set_aside = spoolhealth.set_aside(self.path, str(exc))
+                db = self._connect()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {self.path} cannot be opened ({exc})") from None
+        self._db = db
+        self._watch.remember()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to a sound spool file (created if absent), its rows counted."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            if self.reserve_bytes:
+                # SQLite grows the main file when it checkpoints the WAL into it: keeping the
+                # WAL under half the reserve means that growth, and the deletes, always fit.
+                pages = self.reserve_bytes // 2 // db.execute("PRAGMA page_size").fetchone()[0]
+                db.execute(f"PRAGMA wal_autocheckpoint={max(pages, 16)}")
+            db.execute(_SCHEMA)
+            problem = spoolhealth.quick_check(db)
+            if problem is not None:
+                raise spoolhealth.Corrupt(f"quick_check: {problem}")
+            self._committed = db.execute("SELECT count(*) FROM events").fetchone()[0]
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _take_lock(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SpoolError(f"spool.path {self.path} is not writable ({exc.strerror})") from None
-        self._lock = lock_file(Path(f"{self.path}.lock"))
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(_SCHEMA)
-            self._committed = db.execute("SELECT count(*) FROM events").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise SpoolError(f"spool {self.path} cannot be opened ({exc})") from None
-        self._db = db
+        lock = Path(f"{self.path}.lock")
+        self._lock = lock_file(lock)
+        st = os.stat(lock)
+        self._lock_id = (st.st_dev, st.st_ino)
 
     async def close(self) -> None:
-        """Commit what is pending, then close the file and release the lock."""
+        """Commit what is pending, then close the file and release the lock (once)."""
+        if self._closing:
+            return
         self._closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         if self._committer is not None:
             self._wakeup.set()
             await self._committer
@@ -103,7 +171,112 @@ class Spool:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
         except sqlite3.Error as exc:
+            found = spoolhealth.damage(exc)
+            if found is not None:
+                self._damaged(*found)
+                raise SpoolError(f"the spool is unusable: {found[1]}") from None
+            if spoolhealth.is_disk_full(exc):
+                self._disk_full_at = spoolhealth.free_bytes(self.path) + self._reusable
+                raise SpoolFull("the disk under the spool is full") from None
             raise SpoolError(f"spool {fn.__name__.lstrip('_')} failed ({exc})") from None
+
+    # --- integrity -------------------------------------------------------------------------
+    def _damaged(self, kind: str, cause: str) -> None:
+        """From now on refuse rows (503, not ready); one error line names the cause."""
+        if self.damage is not None:
+            return
+        self.damage = (kind, cause)
+        then = (
+            "its rows are being copied into a new file at the same path"
+            if kind == spoolhealth.REMOVED
+            else "until a restart, which sets the file aside; readable rows are still delivered"
+        )
+        log.error(
+            f"spool unusable, answering 503 and not ready: {then}",
+            extra={"cause": cause, "depth": self.size},
+        )
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_every_s)
+            try:
+                await self.check()
+            except Exception as exc:  # task boundary: the watch must outlive any surprise
+                log.warning("spool check failed", extra={"error": repr(exc)})
+
+    async def check(self) -> None:
+        """Is the open file still the one at the path, whole and sound? Recreate a removed one."""
+        if self._db is None or self._closing:
+            return
+        if self.damage is None:
+            found = await self._run(self._watch.check)
+            if found is None and time.monotonic() >= self._next_quick_check:
+                started = time.monotonic()
+                found = await asyncio.to_thread(self._quick_check)
+                # A cheap cadence: quick_check reads the whole file, so at most ~5% of the time.
+                spent = time.monotonic() - started
+                pause = max(self.quick_check_every_s, 20 * spent)
+                self._next_quick_check = time.monotonic() + pause
+            if found is not None:
+                self._damaged(*found)
+        removed = self.damage is not None and self.damage[0] == spoolhealth.REMOVED
+        if removed and time.monotonic() >= self._next_recreate:
+            await self._recreate()
+
+    def _quick_check(self) -> tuple[str, str] | None:
+        # Its own short-lived connection, off the spool's thread (commits go on meanwhile),
+        # and with no page cache that could hide what is on disk now.
+        checker = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            problem = spoolhealth.quick_check(checker)
+        finally:
+            checker.close()
+        if problem is None:
+            return None
+        return spoolhealth.CORRUPT, f"{self.path} failed SQLite's quick_check ({problem})"
+
+    async def _recreate(self) -> None:
+        """Copy a removed file's rows (still open here) into a new file at the path; use it."""
+        try:
+            copied: int = await self._run(self._reopen_fresh)
+        except SpoolError as exc:
+            self._recreate_backoff = min(self._recreate_backoff * 2, 60.0)
+            self._next_recreate = time.monotonic() + self._recreate_backoff
+            log.warning(
+                "spool not recreated yet; rows stay in the removed file, delivered from there",
+                extra={"error": str(exc), "retry_in_s": self._recreate_backoff},
+            )
+            return
+        self._recreate_backoff = 1.0
+        self.damage = None
+        log.warning(
+            "spool file recreated at its path; accepting rows again",
+            extra={"path": str(self.path), "rows_copied": copied},
+        )
+
+    def _reopen_fresh(self) -> int:
+        assert self._db is not None
+        self._relock()
+        copied = spoolhealth.copy_rows(self._db, self.path)
+        old, self._db = self._db, None
+        old.close()
+        spoolhealth.install(self.path)
+        self._db = self._connect()
+        self._watch.remember()
+        return copied
+
+    def _relock(self) -> None:
+        """Hold the lock at the path again if it was removed too (else another daemon could)."""
+        try:
+            st = os.stat(f"{self.path}.lock")
+        except FileNotFoundError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) == self._lock_id:
+            return
+        old = self._lock
+        self._take_lock()
+        if old is not None:
+            old.close()
 
     # --- writing ---------------------------------------------------------------------------
     @property
@@ -117,6 +290,8 @@ class Spool:
             return
         if self._db is None or self._closing:
             raise SpoolError("spool is not open")
+        if self.damage is not None:
+            raise SpoolError(f"the spool is unusable: {self.damage[1]}")
         if self.size + len(messages) > self.max_events:
             raise SpoolFull(f"spool holds {self.size} of {self.max_events} rows")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -138,6 +313,8 @@ class Spool:
         batch, self._pending = self._pending, []
         rows = sum(len(m) for m, _ in batch)
         try:
+            if self.damage is not None:  # found while these waited: not into that file
+                raise SpoolError(f"the spool is unusable: {self.damage[1]}")
             await self._run(self._insert, [m for messages, _ in batch for m in messages])
         except Exception as exc:  # the committer must outlive any failure, and answer every waiter
             failure = (
@@ -149,6 +326,7 @@ class Spool:
         else:
             self.commits += 1
             self._committed += rows
+            self._disk_full_at = None
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
@@ -157,28 +335,57 @@ class Spool:
 
     def _insert(self, messages: list[Message]) -> None:
         assert self._db is not None
-        try:
-            with self._db:  # one transaction, one fsync, for every request in the group
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO events (exchange, routing_key, message_id, type, timestamp, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (m.exchange, m.routing_key, m.message_id, m.type, m.timestamp, m.body)
-                        for m in messages
-                    ],
-                )
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc).lower():
-                raise SpoolFull("the disk under the spool is full") from None
-            raise SpoolError(f"spool write failed ({exc})") from None
-        except sqlite3.Error as exc:
-            raise SpoolError(f"spool write failed ({exc})") from None
+        if self.reserve_bytes:
+            need = self.reserve_bytes + sum(len(m.body) for m in messages)
+            have = spoolhealth.free_bytes(self.path) + self._reusable
+            if have < need:
+                self._disk_full_at = have  # not ready until there is more than this
+                # What is left stays for deletes: without it a published batch could not be
+                # deleted, and would be published again and again.
+                raise SpoolFull("the disk under the spool is full (spool.reserve_bytes kept free)")
+        with self._db:  # one transaction, one fsync, for every request in the group
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO events (exchange, routing_key, message_id, type, timestamp, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (m.exchange, m.routing_key, m.message_id, m.type, m.timestamp, m.body)
+                    for m in messages
+                ],
+            )
+        self._reusable = spoolhealth.reusable_bytes(self._db)
+
+    def room(self) -> str | None:
+        """Why no row can be committed now (damaged, full, disk full), or None when one can."""
+        if self.damage is not None:
+            return self.damage[1]
+        if self.size >= self.max_events:
+            return f"spool holds {self.size} of {self.max_events} rows"
+        when, free = self._free
+        now = time.monotonic()
+        if now - when >= 1.0:  # readiness is polled: one statvfs a second is plenty
+            free = spoolhealth.free_bytes(self.path)
+            self._free = (now, free)
+        if self._disk_full_at is not None and free + self._reusable <= self._disk_full_at:
+            return "the disk under the spool is full"
+        if free + self._reusable < self.reserve_bytes:
+            return "the disk under the spool is full (spool.reserve_bytes kept free)"
+        return None
 
     # --- reading ---------------------------------------------------------------------------
     async def peek(self, limit: int) -> list[tuple[int, Message]]:
         """The oldest `limit` rows with their sequence numbers, oldest first."""
-        rows: list[tuple[int, Message]] = await self._run(self._peek, limit)
+        try:
+            rows: list[tuple[int, Message]] = await self._run(self._peek, limit)
+        except SpoolError:
+            if self.damage is not None and self.unreadable != self.size:
+                self.unreadable = self.size  # counted (metric) and said once per change
+                log.error(
+                    "rows in the damaged spool cannot be read; after a restart set them aside"
+                    " and run: od-bridge spool salvage <file> -c <config>",
+                    extra={"rows": self.unreadable, "cause": self.damage[1]},
+                )
+            raise
         return rows
 
     def _peek(self, limit: int) -> list[tuple[int, Message]]:
@@ -220,6 +427,7 @@ class Spool:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
+        self._reusable = spoolhealth.reusable_bytes(self._db)
         return cursor.rowcount
 
     async def shrink(self) -> None:
@@ -238,6 +446,8 @@ class Spool:
         if self._db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
             self._db.execute("VACUUM")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._watch.remember()  # smaller by our own hand: not a truncation
+            self._reusable = spoolhealth.reusable_bytes(self._db)
         self._db.execute("PRAGMA shrink_memory")
 
     async def stats(self) -> Stats:

@@ -1,13 +1,17 @@
-"""`od-bridge spool stats|drain`: what operators need when the broker was away."""
+"""`od-bridge spool stats|drain|salvage`: what operators need after an outage or a damaged disk."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import time
+from pathlib import Path
 
+from . import spoolhealth
 from .config import Config
 from .errors import BridgeError, SpoolError
+from .events import Message
 from .metrics import Metrics
 from .outbox import Drainer
 from .publisher import AmqpPublisher
@@ -41,21 +45,53 @@ async def _drain(config: Config, spool: Spool) -> None:
         await publisher.close()
 
 
-async def _run(config: Config, action: str) -> None:
+async def _salvage(spool: Spool, damaged: Path) -> None:
+    """Copy every readable row of a damaged file into the spool; say what could not be read."""
+    db = sqlite3.connect(damaged)  # read-write: SQLite replays the file's WAL, if any
+    recovered = 0
+    last = 0
+    try:
+        batch: list[Message] = []
+        for seq, row in spoolhealth.readable_rows(db):
+            batch.append(Message(*row))
+            last = seq
+            if len(batch) == 1000:
+                await spool.append(batch)
+                recovered, batch = recovered + len(batch), []
+        await spool.append(batch)
+        recovered += len(batch)
+        try:
+            held: int | None = db.execute("SELECT count(*) FROM events").fetchone()[0]
+        except sqlite3.DatabaseError:
+            held = None  # the count itself crosses a damaged page
+    finally:
+        db.close()
+    lost = "unknown (the file cannot be counted)" if held is None else str(held - recovered)
+    print(f"salvaged {recovered} rows (up to sequence number {last}) into {spool.path}")
+    print(f"rows that could not be read: {lost}")
+
+
+async def _run(config: Config, action: str, file: Path | None) -> None:
     if not config.spool.enabled:
         raise BridgeError("the spool is disabled in this configuration (spool.enabled: false)")
+    if (action == "salvage") != (file is not None):
+        raise BridgeError("a file is given to `spool salvage` (the set-aside copy) and only there")
     spool = Spool(config.spool.path, config.spool.max_events)
     await spool.open()  # takes the spool's lock: refuses while a daemon uses the same file
     try:
         if action == "stats":
             await _stats(spool)
+        elif action == "salvage" and file is not None:
+            await _salvage(spool, file)
         else:
             await _drain(config, spool)
     finally:
         await spool.close()
 
 
-def run(config: Config, action: str) -> int:
+def run(config: Config, action: str, file: Path | None = None) -> int:
     """Run one spool action; 0 on success."""
-    asyncio.run(_run(config, action))
+    if file is not None and not file.is_file():
+        raise BridgeError(f"{file} is not a file")
+    asyncio.run(_run(config, action, file))
     return 0

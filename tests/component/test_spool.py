@@ -207,7 +207,12 @@ async def test_not_ready_when_the_broker_is_down_and_the_spool_is_full(tmp_path:
     assert outbox.ready
     assert await outbox.publish([msg(1), msg(2)]) is False  # spooled, not confirmed
     assert not outbox.ready
-    assert outbox.state() == {"ready": False, "broker": "disconnected", "spool": 2}
+    assert outbox.state() == {
+        "ready": False,
+        "broker": "disconnected",
+        "spool": 2,
+        "reason": "spool holds 2 of 2 rows",
+    }
     await spool.close()
 
 
