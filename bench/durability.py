@@ -136,7 +136,7 @@ async def count_queue(queue: str, expected: set[int], limit_s: float = 900) -> d
 
 
 def properties(message: Message) -> aiormq.spec.Basic.Properties:
-    """The AMQP properties the bridge sends with an event (§3.4), for the bare ceiling."""
+    """The AMQP properties the bridge sends (as publisher.amqp_message), for the bare ceiling."""
     return aiormq.spec.Basic.Properties(
         content_type=CONTENT_TYPE,
         delivery_mode=2,

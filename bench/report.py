@@ -1,4 +1,4 @@
-"""Ratios against the targets of issue 6, and the printed table."""
+"""Ratios against the performance targets (bench/README.md, "Why ratios"), and the printed table."""
 
 from __future__ import annotations
 

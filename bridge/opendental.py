@@ -45,8 +45,9 @@ def _db(name: str, key: str, *change: str) -> Table:
     return Table(name, "db", key, change or ("DateTStamp",))
 
 
-# Order matters for shape detection: a table whose rows also carry another table's key
-# (an Appointment row has PatNum and ProvNum) comes before that other table.
+# Every table and UI event the bridge knows, each *Deleted twin beside its live table. The
+# order is only for reading (and the order exchanges are declared in); shape detection has
+# its own ordered markers below.
 KNOWN_TABLES: tuple[Table, ...] = (
     _db("AppointmentDeleted", "AptNum", "HistDateTStamp", "DateTStamp"),
     _db("Appointment", "AptNum"),
@@ -67,9 +68,10 @@ KNOWN_TABLES: tuple[Table, ...] = (
 )
 _BY_LOWER: dict[str, Table] = {t.name.lower(): t for t in KNOWN_TABLES}
 
-# Body-shape detection: the key that marks each table, most specific first. *Deleted tables
-# are not guessed from shape (their rows look like the live table's); AppointmentDeleted has
-# a marker of its own.
+# Body-shape detection: the key that marks each table, first match wins, so a table whose
+# rows also carry another table's key comes before it (an Appointment row has PatNum and
+# ProvNum). *Deleted tables are not guessed from shape (their rows look like the live
+# table's); AppointmentDeleted has a marker of its own (HistApptNum).
 _SHAPE_MARKERS: tuple[tuple[str, str], ...] = (
     ("HistApptNum", "AppointmentDeleted"),
     ("AptNum", "Appointment"),

@@ -73,7 +73,7 @@ class InMemoryPublisher:
 
 
 def amqp_message(message: Message) -> aio_pika.Message:
-    """The aio-pika message of an event (§3.4): persistent, CloudEvents content type."""
+    """The aio-pika message of an event: persistent, CloudEvents content type, id, type, time."""
     return aio_pika.Message(
         message.body,
         content_type=CONTENT_TYPE,

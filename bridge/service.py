@@ -93,7 +93,7 @@ class Service:
         """Build what can fail (TLS, sockets, spool) first, then connect, start the loops, serve.
 
         Everything is entered on one exit stack, so a failure at any step unwinds exactly what
-        was built before it, and `stop()` unwinds it all in the design's shutdown order (the
+        was built before it, and `stop()` unwinds it all in the shutdown order (the
         reverse of this one): stop accepting → finish in-flight requests → stop the loops →
         drain or keep the spool → close AMQP → close SQLite.
         """
