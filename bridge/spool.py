@@ -446,7 +446,8 @@ class Spool:
         if self._db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
             self._db.execute("VACUUM")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._watch.remember()  # smaller by our own hand: not a truncation
+            if self.damage is None:  # a removed or replaced file stays found out
+                self._watch.remember()  # smaller by our own hand: not a truncation
             self._reusable = spoolhealth.reusable_bytes(self._db)
         self._db.execute("PRAGMA shrink_memory")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -49,8 +50,7 @@ def is_disk_full(exc: sqlite3.Error) -> bool:
 
 def free_bytes(path: Path) -> int:
     """Bytes an unprivileged writer may still use on the filesystem holding `path`."""
-    st = os.statvfs(path.parent)
-    return st.f_bavail * st.f_frsize
+    return shutil.disk_usage(path.parent).free  # statvfs on POSIX, GetDiskFreeSpaceEx on Windows
 
 
 def reusable_bytes(db: sqlite3.Connection) -> int:
