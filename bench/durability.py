@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiohttp
@@ -334,7 +335,8 @@ async def drain_after_outage(
 
     queue = f"{prefix}.drain"
     await declare_sink(prefix, queue)
-    proxy = Proxy()
+    broker = urlsplit(AMQP_URL)
+    proxy = Proxy(broker.hostname or "127.0.0.1", broker.port or 5672)
     await proxy.start()
     counter = itertools.count(1)
     with tempfile.TemporaryDirectory(prefix="od-bench-") as tmp:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import orjson
@@ -20,6 +22,7 @@ from bridge.opendental import KNOWN_TABLES
 from bridge.publisher import AmqpPublisher, declare_event_exchange
 from bridge.service import Service
 from tests.proxy import Proxy
+from tests.rabbit_nodes import RabbitCluster, RabbitNode, installed
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -70,30 +73,92 @@ def free_port() -> int:
         return port
 
 
+def broker_address() -> tuple[str, int]:
+    """Host and port of the broker at AMQP_URL."""
+    parts = urlsplit(AMQP_URL)
+    return parts.hostname or "127.0.0.1", parts.port or 5672
+
+
 def broker_available() -> bool:
-    """True if something accepts TCP on the broker's port."""
-    host, port = "127.0.0.1", 5672
+    """True if something accepts TCP where AMQP_URL points."""
     try:
-        with socket.create_connection((host, port), timeout=1):
+        with socket.create_connection(broker_address(), timeout=1):
             return True
     except OSError:
         return False
 
 
+def missing(what: str) -> None:
+    """Fail under CI=true (where everything must run), else skip with the reason."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} (required under CI=true)")
+    pytest.skip(what)
+
+
 @pytest.fixture
 def need_broker() -> None:
-    """A test needing RabbitMQ: fails under CI=true when it is absent, else skips."""
-    if broker_available():
+    """A test needing RabbitMQ at AMQP_URL: fails under CI=true when it is absent, else skips."""
+    if not broker_available():
+        host, port = broker_address()
+        missing(f"RabbitMQ is not reachable at {host}:{port} (AMQP_URL)")
+
+
+_booting: dict[int, RabbitCluster] = {}  # private clusters launched early, by size
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start booting the private nodes the selected tests need, so they boot while others run."""
+    if session.config.option.collectonly or not installed():
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail("RabbitMQ is not reachable on 127.0.0.1:5672 (required under CI=true)")
-    pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
+    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    for fixture, size in (("private_rabbit", 1), ("rabbit_cluster", 3)):
+        if fixture in wanted:
+            cluster = RabbitCluster(size)
+            try:
+                cluster.launch()
+            except Exception:  # the fixture boots it again and reports why it fails
+                with contextlib.suppress(Exception):
+                    cluster.stop()
+                continue
+            _booting[size] = cluster
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop early-launched private nodes whose fixture never ran."""
+    while _booting:
+        _booting.popitem()[1].stop()
+
+
+@contextlib.contextmanager
+def _private_cluster(size: int) -> Iterator[RabbitCluster]:
+    if not installed():
+        missing("rabbitmq-server is not installed (private nodes need /usr/lib/rabbitmq/bin)")
+    cluster = _booting.pop(size, None) or RabbitCluster(size)
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def private_rabbit() -> Iterator[RabbitNode]:
+    """A private RabbitMQ node for tests that stop, kill, alarm or reconfigure a broker.
+
+    Shared by the session: a test that stops or alarms it puts it back before it ends.
+    """
+    with _private_cluster(1) as cluster:
+        yield cluster.nodes[0]
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    """A private 3-node RabbitMQ cluster (about 15-30 s to start), removed after the session."""
+    with _private_cluster(3) as cluster:
+        yield cluster
 
 
 @pytest.fixture
 async def proxy(need_broker: None) -> AsyncIterator[Proxy]:
     """A TCP proxy in front of the broker, for cutting, stalling and refusing connections."""
-    p = Proxy()
+    p = Proxy(*broker_address())
     await p.start()
     yield p
     await p.close()

@@ -9,7 +9,7 @@ import contextlib
 class Proxy:
     """Forwards 127.0.0.1:<port> to a target; faults are switched on and off by the test."""
 
-    def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5672) -> None:
+    def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
         self.refusing = False

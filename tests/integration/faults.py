@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import subprocess
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ import orjson
 from bridge.config import Config
 from bridge.config_loader import parse
 from bridge.publisher import declare_event_exchange
-from tests.conftest import AMQP_URL, TEST_KEY
+from tests.conftest import TEST_KEY
 
 STAMP = "2026-11-28 08:00:00"
 
@@ -151,15 +149,16 @@ async def load(
 class Consumer:
     """A durable queue bound to the appointment exchange, consumed over a robust connection."""
 
-    def __init__(self, prefix: str, ledger: Ledger) -> None:
+    def __init__(self, prefix: str, ledger: Ledger, amqp_url: str) -> None:
         self.prefix = prefix
         self.ledger = ledger
+        self.amqp_url = amqp_url
         self.queue_name = f"{prefix}.faulttest"
         self.connection: aio_pika.abc.AbstractRobustConnection | None = None
 
     async def start(self) -> None:
         """Declare the exchange and queue, start consuming."""
-        self.connection = await aio_pika.connect_robust(AMQP_URL, reconnect_interval=0.5)
+        self.connection = await aio_pika.connect_robust(self.amqp_url, reconnect_interval=0.5)
         channel = await self.connection.channel()
         exchange = await declare_event_exchange(
             channel, self.prefix, f"{self.prefix}.db.appointment"
@@ -182,7 +181,7 @@ class Consumer:
         """
         if self.connection is not None:
             await self.connection.close()
-        connection = await aio_pika.connect(AMQP_URL, timeout=10)
+        connection = await aio_pika.connect(self.amqp_url, timeout=10)
         async with connection:
             channel = await connection.channel()
             await channel.queue_delete(self.queue_name)
@@ -200,16 +199,3 @@ def report(name: str, ledger: Ledger) -> dict[str, Any]:
     }
     print(numbers)
     return numbers
-
-
-def rabbitmqctl(*args: str) -> str:
-    """Run rabbitmqctl (the broker on this machine) and return its output."""
-    result = subprocess.run(
-        ["rabbitmqctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env={**os.environ},
-    )
-    return result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,27 +13,39 @@ import pytest
 
 from bridge.service import Service
 from tests import daemon
-from tests.conftest import free_port
+from tests.conftest import AMQP_URL, free_port
 from tests.integration.faults import (
     Consumer,
     Ledger,
     config_text,
     fault_config,
     load,
-    rabbitmqctl,
     report,
 )
 from tests.proxy import Proxy
+from tests.rabbit_nodes import RabbitNode
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def ledger(prefix: str) -> AsyncIterator[Ledger]:
+    """Rows sent and received, counted by a consumer on the broker at AMQP_URL."""
     book = Ledger()
-    consumer = Consumer(prefix, book)
+    consumer = Consumer(prefix, book, AMQP_URL)
     await consumer.start()
     yield book
+    await consumer.stop()
+
+
+@pytest.fixture
+async def private_ledger(private_rabbit: RabbitNode) -> AsyncIterator[tuple[str, Ledger]]:
+    """A unique prefix and its ledger on the private node (for faults of the broker itself)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    book = Ledger()
+    consumer = Consumer(prefix, book, private_rabbit.url)
+    await consumer.start()
+    yield prefix, book
     await consumer.stop()
 
 
@@ -110,19 +123,21 @@ async def test_stalled_past_the_heartbeat(
     check("stall", ledger)
 
 
-async def test_broker_restart(prefix: str, ledger: Ledger, tmp_path: Path) -> None:
-    service = Service(fault_config(prefix, "amqp://guest:guest@127.0.0.1:5672/", tmp_path / "s.db"))
+async def test_broker_restart(
+    private_rabbit: RabbitNode, private_ledger: tuple[str, Ledger], tmp_path: Path
+) -> None:
+    prefix, ledger = private_ledger
+    service = Service(fault_config(prefix, private_rabbit.url, tmp_path / "s.db"))
     await service.start()
     try:
         traffic = asyncio.create_task(load(url(service), ledger))
         await ledger.answered(20)
-        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        await asyncio.to_thread(private_rabbit.stop)
         try:
             await asyncio.wait_for(service.publisher.lost.wait(), 20)
             await ledger.answered(60)
         finally:
-            await asyncio.to_thread(rabbitmqctl, "start_app")
-            await asyncio.to_thread(rabbitmqctl, "await_startup")
+            await asyncio.to_thread(private_rabbit.start)
         await traffic
         await ledger.all_arrived(60)
     finally:
@@ -131,26 +146,25 @@ async def test_broker_restart(prefix: str, ledger: Ledger, tmp_path: Path) -> No
 
 
 async def test_memory_alarm_blocks_publishers(
-    prefix: str, proxy: Proxy, ledger: Ledger, tmp_path: Path
+    private_rabbit: RabbitNode, private_ledger: tuple[str, Ledger], tmp_path: Path
 ) -> None:
-    before = (
-        await asyncio.to_thread(
-            rabbitmqctl, "eval", "vm_memory_monitor:get_vm_memory_high_watermark()."
-        )
-    ).strip()
-    service = await running(prefix, proxy, tmp_path)
+    prefix, ledger = private_ledger
+    service = Service(fault_config(prefix, private_rabbit.url, tmp_path / "spool.sqlite3"))
+    await service.start()
     try:
         traffic = asyncio.create_task(load(url(service), ledger, requests=400))
         await ledger.answered(20)
-        await asyncio.to_thread(rabbitmqctl, "set_vm_memory_high_watermark", "0.0000001")
+        await asyncio.to_thread(private_rabbit.ctl, "set_vm_memory_high_watermark", "0.0000001")
         try:
             # rabbitmqctl takes a while; count from when the alarm is surely on.
             await ledger.answered(sum(ledger.answers.values()) + 60)
             assert service.publisher.blocked
             assert service.spool is not None and service.spool.size > 0
         finally:
-            value = before if before.replace(".", "", 1).isdigit() else "0.4"
-            await asyncio.to_thread(rabbitmqctl, "set_vm_memory_high_watermark", value)
+            limit = str(private_rabbit.cluster.memory_limit)
+            await asyncio.to_thread(
+                private_rabbit.ctl, "set_vm_memory_high_watermark", "absolute", limit
+            )
         await traffic
         await ledger.all_arrived(60)
     finally:
