@@ -8,7 +8,6 @@ the broker at AMQP_URL is never touched. Recipe and pitfalls: shared/rabbitmq-cl
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import random
 import shutil
@@ -64,7 +63,7 @@ def _port_range() -> tuple[int, int]:
 
 
 class PortBlock:
-    """BLOCK consecutive free ports, held by an flock so other test runs pick another block."""
+    """BLOCK consecutive free ports, held by a file lock so other test runs pick another block."""
 
     def __init__(self) -> None:
         LOCK_DIR.mkdir(mode=0o1777, exist_ok=True)
@@ -73,9 +72,9 @@ class PortBlock:
         random.shuffle(firsts)
         for first in firsts:
             fd = os.open(LOCK_DIR / f"{first}.lock", os.O_CREAT | os.O_RDWR, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            try:  # os.lockf, not fcntl: conftest also loads under tests.windows_like (no fcntl)
+                os.lockf(fd, os.F_TLOCK, 0)
+            except OSError:
                 os.close(fd)
                 continue
             if all(_bindable(p) for p in range(first, first + BLOCK)):
