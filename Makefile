@@ -3,39 +3,65 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 CONFIG  ?= config.example.yaml
-STAMP   := $(VENV)/.installed
+DIST    ?= dist
+# Every install is held to the tested versions (constraints.txt; `make constraints` renews it).
+INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
+RUNTIME := $(VENV)/.installed
+DEV     := $(VENV)/.installed-dev
 
-.PHONY: run test lint bench emulate tail clean
+.PHONY: run test lint bench emulate tail dist constraints clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-
-$(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,fast,deploy]'
-	touch $(STAMP)
 
-run: $(STAMP)
+# What the daemon needs: the runtime dependencies and uvloop (the `fast` extra).
+$(RUNTIME): $(BIN)/python pyproject.toml constraints.txt
+	$(INSTALL) -e '.[fast]'
+	touch $@
+
+# What the tests need on top: pytest, mypy, ruff (`dev`) and the Kubernetes schemas (`deploy`).
+$(DEV): $(RUNTIME)
+	$(INSTALL) -e '.[dev,fast,deploy]'
+	touch $@
+
+run: $(RUNTIME)
 	$(BIN)/od-bridge serve -c $(CONFIG)
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy bridge bench
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check bridge tests bench
 	$(BIN)/mypy bridge bench
 
-emulate: $(STAMP)
-	$(BIN)/od-bridge emulate
+# In main-office's zone (config.example.yaml), so event times read right on any host.
+emulate: $(RUNTIME)
+	$(BIN)/od-bridge emulate --timezone America/Chicago
 
-tail: $(STAMP)
+tail: $(RUNTIME)
 	$(BIN)/od-bridge tail -c $(CONFIG) --pretty
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m bench
 
+# A wheel to install elsewhere: pip install -c constraints.txt 'dist/od_bridge-….whl[fast]'
+dist: $(RUNTIME)
+	$(BIN)/python -m pip wheel -q --no-deps --wheel-dir $(DIST) .
+
+# Renew the pins: resolve the newest allowed versions in a scratch venv, then `make clean test`.
+constraints:
+	rm -rf $(VENV)-lock
+	$(PY) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install -q '.[dev,fast,deploy]'
+	{ echo "# pip freeze of a fresh '.[dev,fast,deploy]' install: the versions make test passed with."; \
+	  echo "# Used by make, CI and deploy/docker/Dockerfile (pip install -c constraints.txt)."; \
+	  echo "# Renew with 'make constraints', then 'make clean test'."; \
+	  $(VENV)-lock/bin/python -m pip freeze --exclude od-bridge; } > constraints.txt
+	rm -rf $(VENV)-lock
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV)-lock $(DIST) build var .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,12 @@ def test_compose_file() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
     assert services["rabbitmq"]["image"].startswith("rabbitmq:3-management")
-    assert services["emulator"]["command"][:1] == ["emulate"]
+    emulate = services["emulator"]["command"]
+    assert emulate[:1] == ["emulate"]
+    # The emulator sends wall-clock times in the zone the bridge reads them in.
+    config = configmod.load(DEPLOY / "docker" / "config.yaml", env=ENV)
+    zone = emulate[emulate.index("--timezone") + 1]
+    assert zone == str(config.customers[0].timezone)
     bridge = services["bridge"]
     assert bridge["command"][0] == "serve"
     assert "emulator:30223" in bridge["environment"]["OD_API_URL"]
@@ -96,6 +102,28 @@ def test_dockerfile_is_slim_non_root_and_health_checked() -> None:
     health = re.search(r"^HEALTHCHECK .*\n(?:.*\\\n)*.*", text, re.M)
     assert health and "/healthz" in text and "python" in health.group(0)
     assert "curl" not in health.group(0)
+
+
+def test_dockerfile_installs_pinned_dependencies_before_the_code() -> None:
+    text = DOCKERFILE.read_text()
+    build = text.split("\nFROM ", 2)[1]  # the build stage
+    deps = build.index("-c constraints.txt -r requirements.txt")
+    assert build.index("COPY pyproject.toml constraints.txt ./") < deps < build.index("COPY bridge")
+    assert re.search(r"COPY bridge \./bridge\nRUN \S+ install --no-compile --no-deps \. ", build)
+    # The one-liner that lists the dependencies, run here: pyproject's runtime list + `fast`.
+    snippet = re.search(r'python -c "(.+?)" > requirements\.txt', build)
+    assert snippet
+    listed = subprocess.run(
+        [sys.executable, "-c", snippet.group(1)],  # sh keeps the \n in "…" as is
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.splitlines()  # fmt: skip
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert listed == project["dependencies"] + project["optional-dependencies"]["fast"]
+    # What the build copies is in the build context.
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    ignored = [line.strip() for line in lines if not line.startswith("#")]
+    for name in ("pyproject.toml", "constraints.txt", "README.md", "LICENSE", "bridge"):
+        assert (ROOT / name).exists() and name not in ignored, name
 
 
 def _unit() -> configparser.ConfigParser:
