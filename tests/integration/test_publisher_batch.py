@@ -61,7 +61,16 @@ def _messages(prefix: str, count: int, start: int = 0) -> list[Message]:
 
 async def test_rows_arrive_in_order_with_properties(prefix: str, publish_path: str) -> None:
     await (await _broker()).close()  # no broker: fail under CI, else skip, before starting
-    publisher = AmqpPublisher(Amqp(url=URL, exchange_prefix=prefix, max_in_flight=64))
+    publisher = AmqpPublisher(
+        # Generous deadlines: this is about order and properties, on a shared machine.
+        Amqp(
+            url=URL,
+            exchange_prefix=prefix,
+            max_in_flight=64,
+            retry_budget_s=20,
+            confirm_timeout_s=20,
+        )
+    )
     await publisher.start()
     try:
         connection = await _broker()
