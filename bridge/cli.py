@@ -1,4 +1,4 @@
-"""The `od-bridge` command line: serve, check-config, sync, emulate, tail, spool."""
+"""The `od-bridge` command line: serve, check-config, sync, emulate, tail, status, spool."""
 
 from __future__ import annotations
 
@@ -81,6 +81,13 @@ def _sync(args: argparse.Namespace) -> int:
     return 2 if args.exit_code and any(p.pending for p in plans) else 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from .statuscli import run  # noqa: PLC0415
+
+    code: int = run(_config(args), args.url, args.json)
+    return code
+
+
 def _emulate(args: argparse.Namespace) -> int:
     from datetime import timedelta  # noqa: PLC0415
 
@@ -95,6 +102,8 @@ def _emulate(args: argparse.Namespace) -> int:
         page_size=args.page_size,
         allow_delete=not args.no_delete,
         legacy=args.legacy,
+        failure_fields=not args.no_failure_fields,
+        paused=args.pause_office,
         workstation=args.workstation,
         change_rate=args.rate,
         select_rate=args.select_rate,
@@ -129,6 +138,16 @@ def _emulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--legacy",
         action="store_true",
         help="send no Event-Type/Workstation headers (offices before 22.4.35)",
+    )
+    emu.add_argument(
+        "--no-failure-fields",
+        action="store_true",
+        help="subscriptions without FailureReason/SubsequentFailures/… (older versions)",
+    )
+    emu.add_argument(
+        "--pause-office",
+        action="store_true",
+        help="start with the office asleep: nothing fires until POST /emulator/office/resume",
     )
     emu.add_argument("--workstation", default="OD-SERVER", help="machine name that fires events")
     emu.add_argument("--rate", type=float, default=1.0, help="rows the office changes per second")
@@ -186,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--customer", action="append", default=[], help="customer name (repeat)")
     tail.add_argument("--pretty", action="store_true", help="one short human line per event")
     tail.set_defaults(handler=_tail)
+
+    status = sub.add_parser("status", help="every office's health, from the running daemon")
+    _with_config(status)
+    status.add_argument("--url", help="the daemon's /status.json (default: from the config)")
+    status.add_argument("--json", action="store_true", help="print the JSON document as is")
+    status.set_defaults(handler=_status)
 
     spool = sub.add_parser("spool", help="inspect or drain the local spool")
     spool.add_argument(

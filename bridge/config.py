@@ -306,6 +306,35 @@ class Sync(_Model):
         return "off" if value is False else value
 
 
+class Admin(_Model):
+    """Where /metrics, /status and /status.json are served, and to whom."""
+
+    listen: str | None = None  # "host:port"; unset: on the main listener, as before
+    allowed_networks: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("use host:port, e.g. 127.0.0.1:9464 ([::1]:9464 for IPv6)")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) of the separate listener, or None when there is none."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """allowed_networks parsed; empty means every address that reaches the listener."""
+        return tuple(ipaddress.ip_network(entry) for entry in self.allowed_networks)
+
+
 class Log(_Model):
     """Log level and format (JSON lines, or text for a terminal)."""
 
@@ -322,6 +351,7 @@ class Config(_Model):
     spool: Spool = Spool()
     customers: tuple[Customer, ...]
     sync: Sync = Sync()
+    admin: Admin = Admin()
     log: Log = Log()
 
     @field_validator("customers")

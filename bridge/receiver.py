@@ -24,8 +24,9 @@ from .errors import (
     Unauthorized,
     Unavailable,
 )
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import Metrics
+from .health import Health
+from .metrics import Metrics, type_label
+from .ops import Ops, add_routes
 from .publisher import Publisher
 from .responses import (
     REQUEST_ID_HEADER,
@@ -85,10 +86,13 @@ def header_text(value: str | None) -> str | None:
 class Receiver:
     """The webhook endpoint: authenticate, read within limits, parse, normalize, publish."""
 
-    def __init__(self, config: Config, publisher: Publisher, metrics: Metrics) -> None:
+    def __init__(
+        self, config: Config, publisher: Publisher, metrics: Metrics, health: Health
+    ) -> None:
         self.config = config
         self.publisher = publisher
         self.metrics = metrics
+        self.health = health
         self.keys = access.Keys(config.customers)
         self.limit = config.listen.max_body_bytes
         self.max_active = config.listen.max_concurrent_requests
@@ -270,6 +274,7 @@ class Receiver:
         except (PublishError, SpoolError) as exc:
             raise Unavailable("the broker cannot take events right now; retry later") from exc
         self.metrics.confirm_seconds.observe(time.perf_counter() - confirm_started)
+        self.health.event(customer.name, type_label(table.name))
         if confirmed and messages:  # spooled rows are counted by the outbox
             self._counters(customer.name, table.name, 200)[1].inc(len(messages))
         if log.isEnabledFor(logging.DEBUG):
@@ -290,13 +295,29 @@ def build_app(
     metrics: Metrics | None = None,
     ready: Callable[[], dict[str, Any]] | None = None,
     collect: Callable[[], Awaitable[None]] | None = None,
+    *,
+    ops: Ops | None = None,
 ) -> web.Application:
-    """The aiohttp application: webhook routes, /healthz, /readyz and /metrics.
+    """The aiohttp application: webhook routes, /healthz, /readyz, and the operator's pages.
 
     `collect` is awaited before each /metrics scrape, to refresh gauges read from elsewhere.
+    /metrics, /status and /status.json are served here unless `admin.listen` moves them to a
+    listener of their own (`ops.admin_app`); `ops` is what they read (built here if not given).
     """
     metrics = metrics or Metrics()
-    receiver = Receiver(config, publisher, metrics)
+
+    def readiness() -> dict[str, Any]:
+        return {
+            "ready": publisher.ready,
+            "broker": "connected" if publisher.ready else "disconnected",
+        }
+
+    probe = ready or readiness
+    if ops is None:
+        health = Health(config)
+        metrics.registry.register(health)
+        ops = Ops(config, metrics, health, probe, collect=collect)
+    receiver = Receiver(config, publisher, metrics, ops.health)
     app = web.Application(client_max_size=config.listen.max_body_bytes)
     app[CONFIG_KEY] = config
     app[PUBLISHER_KEY] = publisher
@@ -306,14 +327,6 @@ def build_app(
         app.router.add_post(route, receiver.handle, expect_handler=receiver.expect)
         app.router.add_route("*", route, method_not_allowed("POST"))
 
-    def readiness() -> dict[str, Any]:
-        return {
-            "ready": publisher.ready,
-            "broker": "connected" if publisher.ready else "disconnected",
-        }
-
-    probe = ready or readiness
-
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -321,14 +334,10 @@ def build_app(
         state = probe()
         return web.json_response(state, status=200 if state["ready"] else 503)
 
-    async def metrics_page(_: web.Request) -> web.Response:
-        metrics.broker_up.set(1 if probe()["broker"] == "connected" else 0)
-        if collect is not None:
-            await collect()
-        return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
-
-    for route, handler in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics_page)):
+    for route, handler in (("/healthz", healthz), ("/readyz", readyz)):
         app.router.add_get(route, plain(handler))
         app.router.add_route("*", route, method_not_allowed("GET", "HEAD"))
+    if config.admin.address is None:
+        add_routes(app, ops)
     app.router.add_route("*", "/{tail:.*}", not_found)  # last: only what nothing else matched
     return app

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
@@ -14,8 +15,10 @@ from aiohttp import web
 from . import log as logsetup
 from . import memory
 from .config import Config
+from .health import Health
 from .listener import bind, tls_context
 from .metrics import Metrics
+from .ops import Ops, admin_app
 from .outbox import Drainer, Outbox
 from .publisher import AmqpPublisher
 from .receiver import build_app
@@ -33,9 +36,12 @@ TRIM_EVERY_S = 30.0  # malloc_trim: RSS back down after a burst (memory.py)
 class Service:
     """One running bridge: publisher, HTTP listener and background loops."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.metrics = Metrics()
+        # Office liveness, read at scrape time; `clock` lets tests move time without waiting.
+        self.health = Health(config, clock)
+        self.metrics.registry.register(self.health)
         self.publisher = AmqpPublisher(config.amqp)
         self.spool = (
             Spool(
@@ -63,14 +69,21 @@ class Service:
         self.syncer = SyncLoop(config, on_result=self._count_sync)
         self._sync_stop = asyncio.Event()
         self.synced = asyncio.Event()  # set after each customer's sync pass (tests await it)
+        self.ops = Ops(
+            config, self.metrics, self.health, self.outbox.state, self.spool, self._collect
+        )
         self.port: int | None = None
+        self.admin_port: int | None = None
         self._stack: AsyncExitStack | None = None  # what start() built, unwound by stop()
 
     async def _collect(self) -> None:
-        """Gauges read at scrape time from the broker: the unrouted queue's depth."""
+        """Gauges read at scrape time: the unrouted queue's depth, the oldest spooled row's age."""
         depth = await self.publisher.unrouted_depth()
         if depth is not None:
             self.metrics.unrouted_depth.set(depth)
+        if self.spool is not None:
+            oldest = (await self.spool.stats()).oldest_timestamp if self.spool.size else None
+            self.metrics.spool_oldest_age.set(max(0.0, time.time() - oldest) if oldest else 0)
 
     def _count_sync(self, result: SyncResult, leader: bool) -> None:
         """Syncer results as metrics: pending drift per customer, applied actions by outcome."""
@@ -82,6 +95,7 @@ class Service:
                 else len(result.plan.pending)
             )
             self.metrics.sync_drift.labels(result.customer).set(pending)
+        self.health.observed(result.customer, result.listing, result.error)
         if result.error is not None:
             self.metrics.sync_results.labels(result.customer, "list", "failed").inc()
         for outcome in result.outcomes:
@@ -106,9 +120,12 @@ class Service:
                 self.metrics,
                 ready=self.outbox.state,
                 collect=self._collect,
+                ops=self.ops,
             )
             sockets = await bind(listen.host, listen.port)
-            for sock in sockets:
+            admin = self.config.admin.address
+            admin_sockets = await bind(*admin) if admin is not None else []
+            for sock in (*sockets, *admin_sockets):
                 stack.callback(sock.close)
             if self.spool is not None:
                 stack.push_async_callback(self.spool.close)  # also right after a failed open
@@ -134,9 +151,21 @@ class Service:
             stack.push_async_callback(runner.cleanup)
             for sock in sockets:
                 await web.SockSite(runner, sock, ssl_context=context, backlog=1024).start()
+            if admin_sockets:
+                # /metrics and /status on a listener of their own (admin.listen), plain HTTP.
+                admin_runner = web.AppRunner(
+                    admin_app(self.ops), access_log=None, handle_signals=False
+                )
+                await admin_runner.setup()
+                stack.push_async_callback(admin_runner.cleanup)
+                for sock in admin_sockets:
+                    await web.SockSite(admin_runner, sock).start()
             self._stack = stack.pop_all()
         self.port = sockets[0].getsockname()[1]  # the bound port, also when port 0 asked for any
         log.info("listening", extra={"host": listen.host, "port": self.port, "path": listen.path})
+        if admin_sockets:
+            self.admin_port = admin_sockets[0].getsockname()[1]
+            log.info("admin pages listening", extra={"port": self.admin_port})
 
     @staticmethod
     def _own(stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:

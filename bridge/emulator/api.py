@@ -25,6 +25,10 @@ FIELDS = (
     "DateTimeStop",
     "Note",
 )
+# Newer versions' health fields (seen in 2026 integrations, not in the docs: key order and the
+# exact texts are our guess). Emulated: a failed delivery sets them, a successful one clears
+# FailureReason and SubsequentFailures.
+FAILURE_FIELDS = ("FailureReason", "SubsequentFailures", "DateTimeLastFailure", "DateTimeNextRetry")
 DB_NAMES = {t.name.lower(): t.name for t in KNOWN_TABLES if t.kind == "db"}
 UI_NAMES = {t.name.lower(): t.name for t in KNOWN_TABLES if t.kind == "ui"}
 
@@ -60,11 +64,14 @@ def parse_when(value: Any, name: str) -> str:
 class Subscriptions:
     """Every customer key's subscriptions, and the rules Open Dental applies to changes."""
 
-    def __init__(self, clock: Callable[[], datetime], allow_delete: bool = True) -> None:
+    def __init__(
+        self, clock: Callable[[], datetime], allow_delete: bool = True, failure_fields: bool = True
+    ) -> None:
         self.items: dict[int, dict[str, Any]] = {}
         self._clock = clock
         self._next = 1
         self.allow_delete = allow_delete
+        self.failure_fields = failure_fields
 
     def of(self, key: str) -> list[dict[str, Any]]:
         """The subscriptions of one customer key, oldest first."""
@@ -133,6 +140,9 @@ class Subscriptions:
             else NEVER,
             "Note": self._text(body, "Note"),
         }
+        if self.failure_fields:
+            sub |= {"FailureReason": "", "SubsequentFailures": 0}
+            sub |= {"DateTimeLastFailure": NEVER, "DateTimeNextRetry": NEVER}
         same = ("EndPointUrl", "Workstation", "WatchTable", "UiEventType")
         for other in self.of(key):
             live = other["DateTimeStop"] == NEVER or other["DateTimeStop"] > now

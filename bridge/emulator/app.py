@@ -36,6 +36,8 @@ class Settings:
     page_size: int = 100  # GET /subscriptions page size (Limit is capped at it)
     allow_delete: bool = True  # False emulates the free tier: DELETE answers 401
     legacy: bool = False  # before 22.4.35: no Event-Type / Workstation headers
+    failure_fields: bool = True  # FailureReason & co. on subscriptions (never with legacy)
+    paused: bool = False  # the office's server asleep: nothing fires until resumed
     workstation: str = "OD-SERVER"  # the machine that fires (and where patients are selected)
     change_rate: float = 0.0  # rows changed per second by the simulated office (background)
     select_rate: float = 0.0  # PatientSelected events per second (background)
@@ -57,7 +59,9 @@ class Emulator:
         self.settings = settings or Settings()
         zone = ZoneInfo(self.settings.timezone) if self.settings.timezone else None
         self._clock = clock or (lambda: datetime.now(zone).replace(tzinfo=None))
-        self.subs = Subscriptions(self.now, self.settings.allow_delete)
+        failure_fields = self.settings.failure_fields and not self.settings.legacy
+        self.subs = Subscriptions(self.now, self.settings.allow_delete, failure_fields)
+        self.paused = self.settings.paused
         self.gate = Gate(
             self.settings.developer_keys, self.settings.customer_keys, self.settings.throttle_s
         )
@@ -135,10 +139,12 @@ class Emulator:
             self.counters.posts_sent += 1
             self.counters.rows_sent += len(batch)
             self.counters.add(name, "sent", len(batch))
-            if await self._post(sub["EndPointUrl"], batch, headers) != 200:
+            status = await self._post(sub["EndPointUrl"], batch, headers)
+            if status != 200:
                 # DateTimeStart stays: the next cycle resends everything since then.
                 self.counters.posts_failed += 1
                 self._retry_at[num] = now + timedelta(seconds=max(1, sub["PollingSeconds"]))
+                self._failed(sub, status, now, self._retry_at[num])
                 return
             self.counters.posts_ok += 1
             self.counters.rows_acked += len(batch)
@@ -147,10 +153,31 @@ class Emulator:
             self.acked.update((name, r.get(info.primary_key or ""), str(r.get(col))) for r in batch)
         self._retry_at.pop(num, None)
         if self.subs.items.get(num) is sub:  # it may have been deleted or replaced meanwhile
+            # Every successful poll moves it, with or without rows: the office's heartbeat.
             sub["DateTimeStart"] = now.strftime(DATETIME_FORMAT)
+            if "FailureReason" in sub:
+                sub.update(FailureReason="", SubsequentFailures=0, DateTimeNextRetry=NEVER)
+
+    @staticmethod
+    def _failed(sub: dict[str, Any], status: int, now: datetime, retry: datetime | None) -> None:
+        """Record a failed delivery in the subscription's failure fields (where it has them)."""
+        if "FailureReason" not in sub:
+            return
+        # What .NET's HttpWebRequest would say (our guess at the text Open Dental stores).
+        reason = (
+            f"The remote server returned an error: ({status})."
+            if status
+            else "Unable to connect to the remote server"
+        )
+        sub["FailureReason"] = reason
+        sub["SubsequentFailures"] += 1
+        sub["DateTimeLastFailure"] = now.strftime(DATETIME_FORMAT)
+        sub["DateTimeNextRetry"] = retry.strftime(DATETIME_FORMAT) if retry else NEVER
 
     async def fire_once(self, now: datetime | None = None) -> int:
         """Run one polling cycle at office time `now`: every due subscription sends; how many."""
+        if self.paused:
+            return 0
         now = (now or self.now()).replace(microsecond=0)
         due = [s for s in list(self.subs.items.values()) if self._due(s, now)]
         self._busy.update(s["SubscriptionNum"] for s in due)
@@ -162,8 +189,11 @@ class Emulator:
 
     async def select_patient(self, pat_num: int, workstation: str | None = None) -> list[int]:
         """A user opens patient `pat_num`: one PatientSelected POST per matching subscription."""
+        if self.paused:
+            return []
         ws = workstation or self.settings.workstation
-        now = self.now().strftime(DATETIME_FORMAT)
+        when = self.now()
+        now = when.strftime(DATETIME_FORMAT)
         targets = [
             s
             for s in self.subs.items.values()
@@ -182,6 +212,10 @@ class Emulator:
             )
             self.counters.ui_acked += status == 200
             self.counters.ui_failed += status != 200
+            if status != 200:
+                self._failed(sub, status, when, None)  # never retried
+            elif "FailureReason" in sub:
+                sub.update(FailureReason="", SubsequentFailures=0)
             statuses.append(status)
         return statuses
 
@@ -196,6 +230,7 @@ class Emulator:
                 "acked_unique": len(self.acked),
             },
             "posts": {"sent": c.posts_sent, "ok": c.posts_ok, "failed": c.posts_failed},
+            "paused": self.paused,
             "ui": {"sent": c.ui_sent, "acked": c.ui_acked, "failed": c.ui_failed},
             "by_table": c.by_table,
             "api": {
@@ -255,9 +290,19 @@ class Emulator:
                 return answer("usage: POST /emulator/change/{Table}?n=COUNT", 400)
             return answer({"changed": len(self.change_rows(name, int(n)))})
 
+        def pause(paused: bool) -> Any:
+            async def handler(_: web.Request) -> web.Response:
+                self.paused = paused
+                log.info("office paused" if paused else "office resumed")
+                return answer({"paused": self.paused})
+
+            return handler
+
         app.add_routes(
             [
                 web.get("/emulator/stats", stats),
+                web.post("/emulator/office/pause", pause(True)),
+                web.post("/emulator/office/resume", pause(False)),
                 web.post("/emulator/select/{num}", select),
                 web.post("/emulator/change/{table}", change),
             ]

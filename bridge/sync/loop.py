@@ -34,6 +34,9 @@ class SyncResult:
     outcomes: tuple[Outcome, ...] = ()
     applied: bool = False
     error: str | None = None
+    # The office's subscriptions as last listed (after an apply that changed something, listed
+    # again): liveness reads DateTimeStart and the failure fields from it. None: listing failed.
+    listing: tuple[dict[str, Any], ...] | None = None
 
     @property
     def failed(self) -> bool:
@@ -57,13 +60,18 @@ async def sync_customer(
             now=now,
         )
         if not do_apply or not the_plan.pending:
-            return SyncResult(customer.name, the_plan)
+            return SyncResult(customer.name, the_plan, listing=tuple(actual))
         outcomes = await apply(
             the_plan, client, now=lambda: datetime.now(customer.zone).replace(tzinfo=None)
         )
     except OpenDentalError as exc:
         return SyncResult(customer.name, error=str(exc))
-    return SyncResult(customer.name, the_plan, tuple(outcomes), applied=True)
+    listing = tuple(actual)
+    if any(o.ok for o in outcomes):
+        # What changed is what liveness must see (a created subscription is not absent).
+        with contextlib.suppress(OpenDentalError):
+            listing = tuple(await client.list_subscriptions())
+    return SyncResult(customer.name, the_plan, tuple(outcomes), applied=True, listing=listing)
 
 
 def customers_to_sync(config: Config, names: Sequence[str] = ()) -> list[Customer]:

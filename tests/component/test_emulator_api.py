@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.emulator.api import FIELDS
+from bridge.emulator.api import FAILURE_FIELDS, FIELDS
 from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 
 NOW = datetime(2026, 11, 28, 9, 0, 0)
@@ -63,12 +63,14 @@ async def api() -> AsyncIterator[Api]:
 async def test_post_database_subscription_defaults_and_key_order(api: Api) -> None:
     status, body, headers = await api.call("POST", body=DB)
     assert status == 201
-    assert list(body) == list(FIELDS)
+    assert list(body) == [*FIELDS, *FAILURE_FIELDS]
     assert body == {
         "SubscriptionNum": 1, "EndPointUrl": DB["EndPointUrl"], "Workstation": "OD-SERVER",
         "CustomerKey": DOC_CUSTOMER_KEY, "WatchTable": "Appointment", "PollingSeconds": 30,
         "UiEventType": "", "DateTimeStart": "2026-11-28 09:00:00",
         "DateTimeStop": "0001-01-01 00:00:00", "Note": "",
+        "FailureReason": "", "SubsequentFailures": 0,
+        "DateTimeLastFailure": "0001-01-01 00:00:00", "DateTimeNextRetry": "0001-01-01 00:00:00",
     }  # fmt: skip
     assert headers["Location"].endswith("/api/v1/subscriptions/1")
 
@@ -191,3 +193,11 @@ async def test_free_tier_delete_is_401() -> None:
         await api.call("POST", body=DB)
         status, body, _ = await api.call("DELETE", "/1")
         assert status == 401 and "DELETE" in body
+
+
+async def test_offices_before_the_failure_fields_list_without_them() -> None:
+    for settings in (Settings(failure_fields=False), Settings(legacy=True)):
+        async for api in start(settings):
+            status, body, _ = await api.call("POST", body=DB)
+            assert status == 201
+            assert list(body) == list(FIELDS)

@@ -246,3 +246,48 @@ async def test_every_table_generator_has_its_key_and_change_column(od: Office) -
         (row,) = od.emulator.change_rows(t.name, 1, now=T0)
         assert t.primary_key in row, t.name
         assert row[t.change_columns[0]] == "2026-11-28 09:00:00", t.name
+
+
+async def test_every_successful_poll_moves_date_time_start_and_failures_are_recorded(
+    od: Office,
+) -> None:
+    sub = await db_sub(od, polling=10)
+    num = sub["SubscriptionNum"]
+    live = od.emulator.subs.items[num]
+    # No changes at all: the poll still succeeds, so DateTimeStart moves (the heartbeat).
+    assert await od.emulator.fire_once(T0 + timedelta(seconds=10)) == 1
+    assert live["DateTimeStart"] == "2026-11-28 09:00:10"
+    assert not od.receiver.posts
+
+    od.receiver.status = 503
+    od.emulator.change_rows("Appointment", 1, now=T0 + timedelta(seconds=11))
+    for at in (20, 30):
+        await od.emulator.fire_once(T0 + timedelta(seconds=at))
+    assert live["DateTimeStart"] == "2026-11-28 09:00:10"
+    assert live["FailureReason"] == "The remote server returned an error: (503)."
+    assert live["SubsequentFailures"] == 2
+    assert live["DateTimeLastFailure"] == "2026-11-28 09:00:30"
+    assert live["DateTimeNextRetry"] == "2026-11-28 09:00:40"
+
+    od.receiver.status = 200
+    await od.emulator.fire_once(T0 + timedelta(seconds=40))
+    assert live["DateTimeStart"] == "2026-11-28 09:00:40"
+    assert (live["FailureReason"], live["SubsequentFailures"]) == ("", 0)
+    assert live["DateTimeLastFailure"] == "2026-11-28 09:00:30"  # the last one stays on record
+
+
+async def test_a_paused_office_fires_nothing_until_resumed(od: Office) -> None:
+    await db_sub(od, polling=10)
+    od.emulator.change_rows("Appointment", 2, now=T0 + timedelta(seconds=1))
+    async with aiohttp.ClientSession() as s:
+        root = od.api.removesuffix("/api/v1")
+        async with s.post(f"{root}/emulator/office/pause") as resp:
+            assert await resp.json() == {"paused": True}
+        assert await od.emulator.fire_once(T0 + timedelta(seconds=60)) == 0
+        assert await od.emulator.select_patient(5) == []
+        async with s.get(f"{root}/emulator/stats") as resp:
+            assert (await resp.json())["paused"] is True
+        async with s.post(f"{root}/emulator/office/resume") as resp:
+            assert await resp.json() == {"paused": False}
+    assert await od.emulator.fire_once(T0 + timedelta(seconds=61)) == 1
+    assert od.receiver.rows()
