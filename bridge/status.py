@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import Config, Customer
+from .errors import SpoolError
 from .health import (
     AMBER,
     GREEN,
@@ -36,6 +37,17 @@ def duration(seconds: float | None) -> str:
     if seconds < 172_800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86_400:.1f} d"
+
+
+async def oldest_row(spool: Spool) -> float | None:
+    """When the oldest spooled row was accepted (Unix time); None when empty or unreadable."""
+    if not spool.size:
+        return None
+    try:
+        stats = await spool.stats()
+    except SpoolError:  # a damaged spool has its own gauge and log line; never fail a page
+        return None
+    return float(stats.oldest_timestamp) if stats.oldest_timestamp else None
 
 
 def _subscription(health: Health, sub: SubscriptionSeen) -> dict[str, Any]:
@@ -102,10 +114,8 @@ async def snapshot(
     """Everything /status shows: thresholds, broker, spool, and one entry per office."""
     broker = str(state.get("broker", "disconnected"))
     depth = spool.size if spool is not None else None
-    oldest_age = None
-    if spool is not None and depth:
-        oldest = (await spool.stats()).oldest_timestamp
-        oldest_age = max(0.0, time.time() - oldest) if oldest else None  # rows carry real time
+    oldest = await oldest_row(spool) if spool is not None else None
+    oldest_age = max(0.0, time.time() - oldest) if oldest else None  # rows carry real time
     spool_colour = GREEN
     if not state.get("ready", False):
         spool_colour = RED
@@ -116,7 +126,7 @@ async def snapshot(
         (broker_colour, "broker disconnected"),
         (
             spool_colour,
-            "cannot accept rows (broker down, spool off or full)"
+            f"cannot accept rows: {state.get('reason') or 'broker down, spool off or full'}"
             if spool_colour == RED
             else f"oldest spooled row {duration(oldest_age)} old",
         ),
