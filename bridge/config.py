@@ -74,7 +74,15 @@ class Listen(_Model):
     port: int = Field(8080, ge=0, le=65535)
     path: str = "/apievents"
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_rows: int = Field(5000, ge=1)  # Open Dental sends at most 1,000 per request
     max_concurrent_requests: int = Field(512, ge=1)
+    # Slow or idle peers: request headers, each body chunk, the whole body, an idle connection.
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
+    body_chunk_timeout_s: float = Field(15.0, gt=0, le=300)
+    body_timeout_s: float = Field(60.0, gt=0, le=3600)
+    keepalive_timeout_s: float = Field(60.0, gt=0, le=75)
+    # Open connections at once; lowered to fit under the process's descriptor limit.
+    max_connections: int = Field(1000, ge=16)
     tls: Tls | None = None
     auth_failure_limit: AuthFailureLimit | None = AuthFailureLimit()
 
@@ -97,6 +105,9 @@ class Amqp(_Model):
     confirm_timeout_s: float = Field(5.0, gt=0, le=120)
     max_in_flight: int = Field(1024, ge=1)
     heartbeat_s: int = Field(30, ge=0, le=600)
+    # Event-type names the bridge does not know that get an exchange of their own; later ones
+    # share `{prefix}.db.other` / `{prefix}.ui.other` (their CloudEvent keeps the real type).
+    max_unknown_types: int = Field(100, ge=0, le=10_000)
 
     @field_validator("exchange_prefix")
     @classmethod
@@ -210,6 +221,8 @@ class Customer(_Model):
     allowed_networks: tuple[Annotated[str, AfterValidator(_network)], ...] = ()
     redact: tuple[str, ...] = ()
     fields: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
+    # Table/type and field names newer than this bridge, accepted although it does not know them.
+    allow_unknown: tuple[str, ...] = ()
     api: Api | None = None
     subscriptions: tuple[Subscription, ...] = ()
 
@@ -272,6 +285,11 @@ class Customer(_Model):
             if any(not field.strip() for field in allowed):
                 raise ValueError(f"{name}: field names must not be empty")
         return value
+
+    @property
+    def subscribed(self) -> tuple[str, ...]:
+        """The WatchTable and UiEventType names of this customer's subscriptions."""
+        return tuple(sub.name for sub in self.subscriptions)
 
     @property
     def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -10,7 +10,9 @@ BridgeError
 │   ├── BadRequest         [ValueError] 400: not UTF-8 JSON, or not an object / array of objects
 │   ├── Unauthorized       401: missing or unknown customer key
 │   ├── Forbidden          403: a valid key from outside the customer's allowed_networks
-│   ├── PayloadTooLarge    [ValueError] 413: over listen.max_body_bytes
+│   ├── RequestTimeout     408: the body did not arrive within listen.body_timeout_s
+│   ├── PayloadTooLarge    [ValueError] 413: over listen.max_body_bytes or listen.max_rows
+│   ├── ClientClosed       the client went away mid-body (counted, never answered)
 │   ├── TooManyRequests    429: too many failed authentications from this address lately
 │   └── Unavailable        503: neither the broker nor the spool can take the rows
 ├── PublishError           the broker did not confirm (nack, return, timeout, closed channel)
@@ -64,6 +66,18 @@ class Forbidden(RequestError):
     status = 403
 
 
+class RequestTimeout(RequestError):
+    """408: the body did not arrive in time (per chunk or in total)."""
+
+    status = 408
+
+
+class ClientClosed(RequestError):
+    """The client closed the connection before its body arrived: its problem, not ours."""
+
+    status = 499  # nginx's "client closed request"; nobody reads the answer
+
+
 class TooManyRequests(RequestError):
     """429: this client address failed authentication too often; retry after `retry_after_s`."""
 
@@ -75,7 +89,7 @@ class TooManyRequests(RequestError):
 
 
 class PayloadTooLarge(RequestError, ValueError):
-    """413: the body is larger than listen.max_body_bytes."""
+    """413: the body is larger than listen.max_body_bytes, or has too many rows or values."""
 
     status = 413
 

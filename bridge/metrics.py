@@ -44,7 +44,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "od_bridge_requests_total",
-            "Webhook requests answered, by customer, event type and HTTP status.",
+            "Webhook requests answered, by customer, event type (known types, else 'other') and "
+            "HTTP status ('client_closed': the client went away mid-body).",
             ["customer", "type", "status"],
             registry=r,
         )
@@ -59,7 +60,7 @@ class Metrics:
         )
         self.rejected = Counter(
             "od_bridge_rejected_requests_total",
-            "Requests refused before publishing, by status (400, 401, 403, 413, 429).",
+            "Requests refused before publishing, by status (400, 401, 403, 408, 413, 417, 429).",
             ["status"],
             registry=r,
         )
@@ -109,6 +110,16 @@ class Metrics:
         self.unrouted_depth = Gauge(
             "od_bridge_unrouted_depth",
             "Messages waiting in {prefix}.unrouted (events nobody has bound a queue for yet).",
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            "od_bridge_http_connections_open", "HTTP connections open now.", registry=r
+        )
+        self.connections_closed = Counter(
+            "od_bridge_http_connections_closed_total",
+            "HTTP connections the bridge closed on a peer, by reason (header_timeout: request "
+            "headers too slow; limit: listen.max_connections reached).",
+            ["reason"],
             registry=r,
         )
         self.broker_up = Gauge(

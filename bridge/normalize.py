@@ -234,14 +234,16 @@ def messages(
     received_at: float,
     *,
     prefix: str,
+    exchange: str | None = None,
 ) -> list[Message]:
     """One encoded Message per row, in order: `[encode(e, prefix) for e in events(...)]`.
 
     The same bytes, built without the intermediate Event objects (the per-row hot path).
+    `exchange` overrides the type's own (a catch-all for names beyond the cap, typenames.py).
     """
     now = received_time(received_at, ctx.zone)
     name = table.name
-    exchange = exchange_name(prefix, table.kind, name)
+    exchange = exchange or exchange_name(prefix, table.kind, name)
     event_type = f"{TYPE_PREFIX}.{table.kind}.{name}"
     source, customer, template = ctx.source, ctx.customer, ctx.routing_template
     stamp = int(received_at)

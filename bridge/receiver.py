@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_urldispatcher import _default_expect_handler
 
 from . import access, normalize, opendental
+from .body import parse
 from .config import Config, Customer
 from .errors import (
     BadRequest,
+    ClientClosed,
     Forbidden,
     PayloadTooLarge,
     PublishError,
     RequestError,
+    RequestTimeout,
     SpoolError,
     TooManyRequests,
     Unauthorized,
@@ -31,40 +35,23 @@ from .publisher import Publisher
 from .responses import (
     REQUEST_ID_HEADER,
     error_response,
+    json_error,
     method_not_allowed,
     not_found,
     plain,
     start_request,
     unexpected,
 )
+from .typenames import TypeNames
 
 log = logging.getLogger("od_bridge.receiver")
-
-_BOMS_NOT_UTF8 = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
-_UTF8_BOM = b"\xef\xbb\xbf"
 
 CONFIG_KEY = web.AppKey("config", Config)
 PUBLISHER_KEY = web.AppKey("publisher", Publisher)
 METRICS_KEY = web.AppKey("metrics", Metrics)
-# Refusals answered before the body was read: the connection is closed instead of drained.
-_UNREAD_BODY = (401, 403, 413, 429)
-
-
-def parse(body: bytes) -> list[dict[str, Any]] | dict[str, Any]:
-    """UTF-8 JSON (BOM allowed) that is an object or an array of objects, else BadRequest."""
-    if body.startswith(_UTF8_BOM):
-        body = body[3:]
-    elif body.startswith(_BOMS_NOT_UTF8):
-        raise BadRequest("body must be UTF-8 JSON")
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("body is not valid UTF-8 JSON") from None
-    if isinstance(doc, dict):
-        return doc
-    if isinstance(doc, list) and all(type(row) is dict for row in doc):
-        return doc
-    raise BadRequest("body must be a JSON object or an array of objects")
+# Refusals answered before the body was read (or with a body that cannot be read to its end):
+# the connection is closed instead of drained.
+_UNREAD_BODY = (401, 403, 408, 413, 429)
 
 
 def header_text(value: str | None) -> str | None:
@@ -81,6 +68,13 @@ def header_text(value: str | None) -> str | None:
     except UnicodeEncodeError:
         return value.encode(errors="surrogateescape").decode("latin-1")
     return value
+
+
+def _payload_reason(exc: RequestPayloadError) -> str:
+    """aiohttp's reason without its status prefix (`400, message: Can not decode …`)."""
+    cause = exc.__cause__
+    message = getattr(cause, "message", None) or str(exc)
+    return " ".join(str(message).split())[:120]
 
 
 class Receiver:
@@ -116,7 +110,15 @@ class Receiver:
         # never blocks them, so one bad workstation cannot lock its office out (README).
         self.offices = tuple(net for c in config.customers for net in c.networks)
         self._by_header: dict[str, opendental.Table] = {}
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self.max_rows = config.listen.max_rows
+        self.chunk_timeout_s = config.listen.body_chunk_timeout_s
+        self.body_timeout_s = config.listen.body_timeout_s
+        self.types = TypeNames(
+            self.prefix,
+            (name for c in config.customers for name in (*c.allow_unknown, *c.subscribed)),
+            config.amqp.max_unknown_types,
+        )
 
     def _precheck(self, request: web.Request, labels: dict[str, str] | None = None) -> Customer:
         """What can be refused before reading the body: rate limit, key, network, length."""
@@ -182,19 +184,47 @@ class Receiver:
             response = error_response(exc, close=True)
             response.headers[REQUEST_ID_HEADER] = rid
             return response
-        await _default_expect_handler(request)
+        try:
+            await _default_expect_handler(request)
+        except web.HTTPException as exc:  # an Expect other than 100-continue: 417, as JSON
+            self.metrics.requests.labels(labels["customer"], "-", str(exc.status)).inc()
+            response = json_error(exc.status, exc.reason)
+            response.force_close()
+            response.headers[REQUEST_ID_HEADER] = rid
+            return response
         return None
 
     async def _read(self, request: web.Request) -> bytes:
-        """The body, refusing it as soon as it grows past the limit (no unbounded buffering)."""
+        """The body, refusing it as soon as it grows past the limit (no unbounded buffering).
+
+        Each chunk must arrive within body_chunk_timeout_s and the whole body within
+        body_timeout_s, so a slow upload holds its concurrency slot for a bounded time.
+        """
         chunks: list[bytes] = []
         size = 0
-        while chunk := await request.content.readany():
-            size += len(chunk)
-            if size > self.limit:
-                raise PayloadTooLarge(f"body is larger than {self.limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        content = request.content
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        try:
+            while True:
+                wait = min(self.chunk_timeout_s, deadline - loop.time())
+                async with asyncio.timeout(max(wait, 0)):
+                    chunk = await content.readany()
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > self.limit:
+                    raise PayloadTooLarge(f"body is larger than {self.limit} bytes")
+                chunks.append(chunk)
+        except TimeoutError:
+            raise RequestTimeout("the body did not arrive in time") from None
+        except RequestPayloadError as exc:
+            if request.transport is None or request.transport.is_closing():
+                raise ClientClosed("the client closed the connection mid-body") from None
+            # A body that does not decode as its Content-Encoding says, or broken chunking.
+            raise BadRequest(f"body could not be read ({_payload_reason(exc)})") from None
+        except ConnectionError:
+            raise ClientClosed("the client closed the connection mid-body") from None
 
     def _resolve(self, request: web.Request, doc: Any) -> opendental.Table:
         """The event type; the Event-Type header's answer is remembered per distinct value."""
@@ -211,17 +241,19 @@ class Receiver:
             header, (request.match_info.get("name"), request.query.get("type")), doc
         )
 
-    def _counters(self, customer: str, type_name: str, status: int) -> tuple[Any, Any]:
-        """The labelled request and row counters, looked up once per (customer, type, status)."""
+    def _counters(self, customer: str, type_name: str, status: str) -> tuple[Any, Any]:
+        """The labelled request and row counters, looked up once per (customer, type, status).
+
+        Every label value is bounded: customers from the config, types known or `other`.
+        """
         key = (customer, type_name, status)
         found = self._children.get(key)
         if found is None:
             found = (
-                self.metrics.requests.labels(customer, type_name, str(status)),
+                self.metrics.requests.labels(customer, type_name, status),
                 self.metrics.rows_published.labels(customer, type_name),
             )
-            if len(self._children) < 4096:  # bounded: type names come from requests
-                self._children[key] = found
+            self._children[key] = found
         return found
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -229,18 +261,23 @@ class Receiver:
         started = time.perf_counter()
         rid = start_request(request)
         labels = {"customer": "-", "type": "-"}
-        status = 500
+        status = "500"
         self.active += 1
         try:
             response = await self._accept(request, labels)
-            status = 200
+            status = "200"
+        except ClientClosed:
+            # The client's problem, not ours: no 5xx, no warning, and nobody to answer.
+            status = "client_closed"
+            log.debug("client closed mid-body", extra={"customer": labels["customer"]})
+            response = web.Response(status=499)
         except RequestError as exc:
-            status = exc.status
+            status = str(exc.status)
             self._refused(request, exc, labels)
-            response = error_response(exc, close=status in _UNREAD_BODY)
+            response = error_response(exc, close=exc.status in _UNREAD_BODY)
         except Exception as exc:  # task boundary: a bug must not take the server down
             response = unexpected(exc)
-            status = response.status
+            status = str(response.status)
         finally:
             self.active -= 1
             self._counters(labels["customer"], labels["type"], status)[0].inc()
@@ -254,9 +291,9 @@ class Receiver:
         if self.active > self.max_active:
             # Bounded work in flight: a fast 503 beats buffering without limit.
             raise Unavailable("too many requests in flight; retry later", retry_after_s=1)
-        doc = parse(await self._read(request))
+        doc = parse(await self._read(request), self.max_rows)
         table = self._resolve(request, doc)
-        labels["type"] = table.name
+        labels["type"] = self.types.label(table)
         messages = normalize.messages(
             self.contexts[customer.name],
             table,
@@ -264,6 +301,7 @@ class Receiver:
             doc if isinstance(doc, list) else [doc],
             time.time(),
             prefix=self.prefix,
+            exchange=self.types.exchange(table),
         )
         # The parsed rows are the bulk of a request's memory (a 1000-row array is several
         # MB of dicts); only the encoded messages are needed while confirms are awaited.
@@ -276,11 +314,11 @@ class Receiver:
         self.metrics.confirm_seconds.observe(time.perf_counter() - confirm_started)
         self.health.event(customer.name, type_label(table.name))
         if confirmed and messages:  # spooled rows are counted by the outbox
-            self._counters(customer.name, table.name, 200)[1].inc(len(messages))
+            self._counters(customer.name, labels["type"], "200")[1].inc(len(messages))
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request accepted",
-                extra={"customer": customer.name, "type": table.name, "rows": len(messages)},
+                extra={"customer": customer.name, "type": labels["type"], "rows": len(messages)},
             )
         return web.Response(
             body=b'{"accepted":%d}' % len(messages),
