@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from . import log as logsetup
-from . import memory
+from . import memory, server
 from .config import Config
 from .health import Health
 from .listener import bind, tls_context
@@ -145,9 +145,7 @@ class Service:
                 self._own(stack, self.drainer.run(), "spool-drainer")
             syncer = asyncio.create_task(self.syncer.run(self._sync_stop), name="syncer")
             stack.push_async_callback(self._stop_syncer, syncer)
-            runner = web.AppRunner(
-                app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
-            )
+            runner = server.runner(app, listen, self.metrics, SHUTDOWN_GRACE_S)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             for sock in sockets:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
@@ -17,17 +18,35 @@ from .events import exchange_name
 from .opendental import KNOWN_TABLES, table
 from .publisher import BROKER_ERRORS, declare_event_exchange
 from .signals import on_stop_signals
+from .typenames import OTHER
 
 
-def exchanges(prefix: str, types: Sequence[str]) -> list[str]:
-    """The exchanges to bind: the named types (db and ui forms), or every known one."""
+def exchanges(prefix: str, types: Sequence[str], allowed: Sequence[str] = ()) -> list[str]:
+    """The exchanges to bind: the named types (db and ui forms), or every known one.
+
+    A name the bridge does not know (nor `allowed`, the config's allow_unknown and
+    subscriptions) is refused before anything is declared: tail must not create exchanges.
+    """
     if not types:
         names = [(t.kind, t.name) for t in KNOWN_TABLES] + [("db", "Unknown"), ("ui", "Unknown")]
-    else:
-        names = []
-        for name in types:
-            kinds = {t.kind for t in KNOWN_TABLES if t.name.lower() == name.lower()} or {"db", "ui"}
-            names += [(k, table(k, name).name) for k in sorted(kinds)]
+        return [exchange_name(prefix, kind, name) for kind, name in names]
+    known = {t.name.lower(): t.name for t in KNOWN_TABLES} | {
+        n.lower(): n for n in (*allowed, "Unknown", OTHER)
+    }
+    unknown = [name for name in types if name.lower() not in known]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name.lower(), list(known), n=1)
+            hints.append(f"'{name}'" + (f" (did you mean '{known[close[0]]}'?)" if close else ""))
+        raise BridgeError(
+            f"unknown event type {', '.join(hints)}: nothing declared; name a known type, "
+            "or list a newer table in a customer's allow_unknown"
+        )
+    names = []
+    for name in types:
+        kinds = {t.kind for t in KNOWN_TABLES if t.name.lower() == name.lower()} or {"db", "ui"}
+        names += [(k, table(k, known[name.lower()]).name) for k in sorted(kinds)]
     return [exchange_name(prefix, kind, name) for kind, name in names]
 
 
@@ -44,6 +63,8 @@ def line(event: dict[str, Any], pretty: bool) -> str:
 async def _tail(
     config: Config, types: Sequence[str], customers: Sequence[str], pretty: bool
 ) -> None:
+    allowed = [n for c in config.customers for n in (*c.allow_unknown, *c.subscribed)]
+    bound = exchanges(config.amqp.exchange_prefix, types, allowed)  # refuses before connecting
     url = config.amqp.url.get_secret_value()
     try:
         connection = await aio_pika.connect_robust(url, timeout=10)
@@ -54,7 +75,7 @@ async def _tail(
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        for name in exchanges(config.amqp.exchange_prefix, types):
+        for name in bound:
             exchange = await declare_event_exchange(channel, config.amqp.exchange_prefix, name)
             await queue.bind(exchange, routing_key="#")
         print(f"tailing {config.amqp.exchange_prefix}.* (Ctrl-C to stop)", file=sys.stderr)
