@@ -56,6 +56,9 @@ class Outbox:
         }
         if refusal is not None and self.spool is not None:
             state["reason"] = refusal
+        problem = getattr(self.publisher, "problem", None)
+        if problem and not self.publisher.ready:
+            state["broker_error"] = problem  # why the last connect failed (no password)
         return state
 
     async def publish(self, messages: Sequence[Message]) -> bool:

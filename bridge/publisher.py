@@ -19,6 +19,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from . import broker_errors
 from .amqp_fast import VERIFIED_WITH, BatchPublisher, Outcome, connection_blocked, self_check
 from .config import Amqp
 from .errors import PublishError
@@ -118,6 +119,7 @@ class AmqpPublisher:
         self.on_ready: list[Callable[[], object]] = []  # called on every (re)connect
         self._batch = BatchPublisher(self._window)
         self._connector: asyncio.Task[None] | None = None
+        self.problem: str | None = None  # why the last connect failed (for /readyz), else None
         self._closing = False  # our own close: the connection loss is no news
         self._probe: aio_pika.abc.AbstractChannel | None = None  # for metrics RPCs only
         # The fast path's self-check verdict: None until decided on a live channel.
@@ -131,10 +133,28 @@ class AmqpPublisher:
         try:
             await self._connect()
         except Exception as exc:  # any failure to connect means "try again later", never a crash
+            why = self._failed(exc, "broker unreachable at start; retrying")
             if wait:
-                raise PublishError(f"cannot reach RabbitMQ: {type(exc).__name__}") from exc
-            log.warning("broker unreachable at start (%s); retrying", type(exc).__name__)
+                raise PublishError(f"cannot reach RabbitMQ at {self._url}: {why}") from exc
             self._connector = asyncio.create_task(self._connect_forever(), name="amqp-connect")
+        else:
+            self._connected_log()
+
+    @property
+    def _url(self) -> str:
+        return broker_errors.safe_url(self.settings.url.get_secret_value())
+
+    def _failed(self, exc: BaseException, message: str) -> str:
+        """Log a failed connect with its reason (again only when the reason changes)."""
+        why = broker_errors.reason(exc, self.settings.url.get_secret_value())
+        if why != self.problem:
+            log.warning(message, extra={"url": self._url, "reason": why})
+        self.problem = why
+        return why
+
+    def _connected_log(self) -> None:
+        self.problem = None
+        log.info("connected to broker", extra={"url": self._url})
 
     async def _connect_forever(self) -> None:
         delay = 0.2
@@ -144,9 +164,9 @@ class AmqpPublisher:
                 await self._connect()
             except Exception as exc:  # task boundary: keep trying whatever the broker did
                 delay = min(delay * 2, 5.0)
-                log.warning("broker still unreachable (%s)", type(exc).__name__)
+                self._failed(exc, "broker still unreachable")
             else:
-                log.info("connected to broker")
+                self._connected_log()
                 return
 
     async def _connect(self) -> None:

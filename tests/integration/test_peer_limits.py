@@ -131,7 +131,7 @@ async def test_idle_connections_cannot_use_up_the_descriptors(daemon: Start, pre
     # Before: 1,100 idle connections exhausted 1,024 descriptors; /healthz and real POSTs failed
     # and nothing was logged. Here: 256 descriptors and 400 idle connections.
     bridge = await daemon(prefix, AMQP_URL, nofile=256)
-    # The publisher connects before the listener starts: "listening" means ready here.
+    await bridge.logged("connected to broker")
     idle = [
         await asyncio.open_connection("127.0.0.1", int(bridge.url.rsplit(":", 1)[1]))
         for _ in range(400)
