@@ -50,7 +50,7 @@ async def test_rows_answered_200_survive_the_spool_file_being_removed(
     finally:
         await away.stop()
 
-    consumer = Consumer(prefix, ledger)
+    consumer = Consumer(prefix, ledger, AMQP_URL)
     await consumer.start()
     back = Service(fault_config(prefix, AMQP_URL, path))
     try:
