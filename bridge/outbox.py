@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import PublishError, SpoolError
+from .errors import PublishError, SpoolError, SpoolFull
 from .events import Message
 from .metrics import Metrics
 from .publisher import Publisher
@@ -141,9 +141,21 @@ class Drainer:
         await self._delete_published()
 
     async def _delete_published(self) -> None:
+        """Delete the published rows; on a full disk in ever smaller transactions."""
         assert self._undeleted is not None
-        await self.spool.delete(*self._undeleted)
-        self._undeleted = None
+        first, last = self._undeleted
+        step = last - first + 1
+        while first <= last:
+            end = min(first + step - 1, last)
+            try:
+                await self.spool.delete(first, end)
+            except SpoolFull:
+                if step <= 10:
+                    raise
+                step //= 2  # a smaller delete writes fewer pages: it may fit where this did not
+                continue
+            first = end + 1
+            self._undeleted = (first, last) if first <= last else None
 
     async def drain(self, deadline_s: float | None = None) -> int:
         """Drain until empty, a failure, or the deadline; rows drained."""
