@@ -83,6 +83,9 @@ class Listen(_Model):
     keepalive_timeout_s: float = Field(60.0, gt=0, le=75)
     # Open connections at once; lowered to fit under the process's descriptor limit.
     max_connections: int = Field(1000, ge=16)
+    # On SIGTERM: /readyz answers 503 while requests are still accepted, so load balancers
+    # and Kubernetes send elsewhere before the listener closes. 0: stop accepting at once.
+    shutdown_grace_s: float = Field(5.0, ge=0, le=300)
     tls: Tls | None = None
     auth_failure_limit: AuthFailureLimit | None = AuthFailureLimit()
 

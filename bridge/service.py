@@ -29,7 +29,7 @@ from .sync.loop import SyncLoop, SyncResult
 
 log = logging.getLogger("od_bridge.service")
 
-SHUTDOWN_GRACE_S = 10.0
+IN_FLIGHT_ON_STOP_S = 10.0  # after the listener closed: requests still running may finish
 DRAIN_ON_STOP_S = 5.0
 TRIM_EVERY_S = 30.0  # malloc_trim: RSS back down after a burst (memory.py)
 
@@ -74,8 +74,16 @@ class Service:
             config, self.metrics, self.health, self.outbox.state, self.spool, self._collect
         )
         self.port: int | None = None
+        self.shutting_down = False  # set by wind_down(): /readyz answers 503 from then on
         self.admin_port: int | None = None
         self._stack: AsyncExitStack | None = None  # what start() built, unwound by stop()
+
+    def _readiness(self) -> dict[str, Any]:
+        """What /readyz reports: the outbox's state, or not ready once the bridge is leaving."""
+        state = self.outbox.state()
+        if self.shutting_down:
+            state |= {"ready": False, "reason": "shutting down"}
+        return state
 
     async def _collect(self) -> None:
         """Gauges read at scrape time: the unrouted queue's depth, the oldest spooled row's age."""
@@ -119,7 +127,7 @@ class Service:
                 self.config,
                 self.outbox,
                 self.metrics,
-                ready=self.outbox.state,
+                ready=self._readiness,
                 collect=self._collect,
                 ops=self.ops,
             )
@@ -145,7 +153,7 @@ class Service:
                 self._own(stack, self.drainer.run(), "spool-drainer")
             syncer = asyncio.create_task(self.syncer.run(self._sync_stop), name="syncer")
             stack.push_async_callback(self._stop_syncer, syncer)
-            runner = server.runner(app, listen, self.metrics, SHUTDOWN_GRACE_S)
+            runner = server.runner(app, listen, self.metrics, IN_FLIGHT_ON_STOP_S)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             for sock in sockets:
@@ -193,6 +201,18 @@ class Service:
                 await self.drainer.drain(DRAIN_ON_STOP_S)
             log.info("spool kept for the next start", extra={"depth": self.spool.size})
 
+    async def wind_down(self, cut_short: asyncio.Event) -> None:
+        """Not ready any more, yet still accepting, for `listen.shutdown_grace_s` (or until
+        `cut_short` is set): load balancers and Kubernetes stop sending before the listener
+        closes, so a POST already on its way still gets its 200."""
+        self.shutting_down = True
+        grace = self.config.listen.shutdown_grace_s
+        if grace <= 0:
+            return
+        log.info("shutting down: not ready, still accepting", extra={"grace_s": grace})
+        with suppress(TimeoutError):
+            await asyncio.wait_for(cut_short.wait(), grace)
+
     async def stop(self) -> None:
         """Unwind what `start()` built, in the shutdown order; a second call does nothing."""
         stack, self._stack = self._stack, None
@@ -211,6 +231,8 @@ async def run(config: Config, stop: asyncio.Event) -> None:
     gc.freeze()
     try:
         await stop.wait()
+        stop.clear()  # from here on, a second SIGTERM/SIGINT cuts the grace short
+        await service.wind_down(stop)
     finally:
         await service.stop()
 

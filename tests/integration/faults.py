@@ -43,7 +43,7 @@ def fault_config(
 def config_text(prefix: str, amqp_url: str, spool_yaml: str, port: int, heartbeat_s: int) -> str:
     """The YAML of fault_config (also written to a file for a bridge in a subprocess)."""
     return f"""
-listen: {{host: 127.0.0.1, port: {port}}}
+listen: {{host: 127.0.0.1, port: {port}, shutdown_grace_s: 0}}
 amqp:
   url: "{amqp_url}"
   exchange_prefix: {prefix}

@@ -30,7 +30,7 @@ async def test_serve_tail_and_spool_without_posix_only_calls(prefix: str, tmp_pa
     config = tmp_path / "bridge.yaml"
     config.write_text(
         f"""
-listen: {{host: 127.0.0.1, port: {port}}}
+listen: {{host: 127.0.0.1, port: {port}, shutdown_grace_s: 0}}
 amqp: {{url: "{AMQP_URL}", exchange_prefix: {prefix}}}
 spool: {{enabled: true, path: "{tmp_path / "spool.sqlite3"}"}}
 customers:

@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from bridge import config_loader as configmod
+from bridge import service
+from bridge.config import Listen
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -194,3 +196,20 @@ def test_example_config_loads_and_documents_the_security_keys() -> None:
     for key in ("auth_failure_limit:", "max_failures:", "window_s:", "max_clients:", "tls:",
                 "allowed_networks:", "redact:", "fields:", "extra_keys:"):  # fmt: skip
         assert key in text, key
+
+
+def test_every_stop_timeout_covers_the_whole_shutdown() -> None:
+    """Grace (still accepting), in-flight requests, a sync pass, the spool drain: then SIGKILL."""
+    (cm,) = by_kind("ConfigMap")
+    grace = configmod.parse(cm["data"]["config.yaml"], env=ENV).listen.shutdown_grace_s
+    assert grace > 0  # rolling updates drop nothing only with a grace
+    assert grace == Listen().shutdown_grace_s  # systemd and compose run with the default
+    shutdown = grace + service.IN_FLIGHT_ON_STOP_S + 2 * service.DRAIN_ON_STOP_S
+    (sts,) = by_kind("StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # Kubernetes counts the preStop hook in terminationGracePeriodSeconds.
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + shutdown + 10
+    assert int(_unit()["Service"]["TimeoutStopSec"]) >= shutdown + 10
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert int(compose["services"]["bridge"]["stop_grace_period"].rstrip("s")) >= shutdown + 10
