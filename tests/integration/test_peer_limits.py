@@ -67,7 +67,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Start]:
         config = tmp_path / f"bridge-{len(started)}.yaml"
         config.write_text(
             f"""
-listen: {{host: 127.0.0.1, port: {port}, header_timeout_s: 60}}
+listen: {{host: 127.0.0.1, port: {port}, header_timeout_s: 60, shutdown_grace_s: 0}}
 amqp: {{url: "{amqp_url}", exchange_prefix: {prefix}, retry_budget_s: 0.5}}
 spool: {{enabled: false}}
 customers:
