@@ -69,7 +69,6 @@ class Spool(SpoolFile):
         self._wakeup = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self.commits = 0  # transactions (fsyncs) so far: group commit makes this << appends
-        self.unreadable = 0  # rows a damaged spool holds that could not be read
         self._free = (0.0, 0)  # (when, bytes free): statvfs at most once a second
         self._reusable = 0  # bytes of free pages inside the file: rows fit there too
         self._disk_full_at: int | None = None  # bytes usable when a write last found no room
@@ -219,19 +218,20 @@ class Spool(SpoolFile):
 
     # --- reading ---------------------------------------------------------------------------
     async def peek(self, limit: int) -> list[tuple[int, Message]]:
-        """The oldest `limit` rows with their sequence numbers, oldest first."""
-        try:
-            rows: list[tuple[int, Message]] = await self._run(self._peek, limit)
-        except SpoolError:
-            if self.damage is not None and self.unreadable != self.size:
-                self.unreadable = self.size  # counted (metric) and said once per change
-                log.error(
-                    "rows in the damaged spool cannot be read; after a restart set them aside"
-                    " and run: od-bridge spool salvage <file> -c <config>",
-                    extra={"rows": self.unreadable, "cause": self.damage[1]},
-                )
-            raise
-        return rows
+        """The oldest `limit` rows with their sequence numbers, oldest first.
+
+        From a damaged file: the oldest rows that can still be read, stepping over bad pages.
+        """
+        if not self._salvaging:
+            try:
+                rows: list[tuple[int, Message]] = await self._run(self._peek, limit)
+            except SpoolError:
+                if self.damage is None:
+                    raise
+                self._salvaging = True
+            else:
+                return rows
+        return await self._peek_damaged(limit)
 
     def _peek(self, limit: int) -> list[tuple[int, Message]]:
         assert self._db is not None
@@ -257,6 +257,9 @@ class Spool(SpoolFile):
 
     async def delete(self, first: int, last: int) -> None:
         """Remove rows first..last (confirmed by the broker)."""
+        if self._salvaging:
+            await self._forget_damaged(first, last)
+            return
         deleting = asyncio.ensure_future(self._run(self._delete, first, last))
         try:
             removed: int = await asyncio.shield(deleting)

@@ -49,12 +49,11 @@ async def _salvage(spool: Spool, damaged: Path) -> None:
     """Copy every readable row of a damaged file into the spool; say what could not be read."""
     db = sqlite3.connect(damaged)  # read-write: SQLite replays the file's WAL, if any
     recovered = 0
-    last = 0
+    skipped: list[int] = []
     try:
         batch: list[Message] = []
-        for seq, row in spoolhealth.readable_rows(db):
+        for _, row in spoolhealth.readable_rows(db, skipped=skipped):
             batch.append(Message(*row))
-            last = seq
             if len(batch) == 1000:
                 await spool.append(batch)
                 recovered, batch = recovered + len(batch), []
@@ -66,9 +65,15 @@ async def _salvage(spool: Spool, damaged: Path) -> None:
             held = None  # the count itself crosses a damaged page
     finally:
         db.close()
-    lost = "unknown (the file cannot be counted)" if held is None else str(held - recovered)
-    print(f"salvaged {recovered} rows (up to sequence number {last}) into {spool.path}")
-    print(f"rows that could not be read: {lost}")
+    print(f"salvaged {recovered} rows into {spool.path}")
+    if held is not None:
+        print(f"rows that could not be read: {held - recovered}")
+    elif skipped:
+        # Sequence numbers whose lookup failed: a bound, as some were deleted rows' numbers.
+        span = f"sequence numbers {skipped[0]}-{skipped[-1]}"
+        print(f"rows that could not be read: at most {len(skipped)} ({span})")
+    else:
+        print("rows that could not be read: unknown (the file cannot be counted)")
 
 
 async def _run(config: Config, action: str, file: Path | None) -> None:

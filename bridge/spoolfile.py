@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import sqlite3
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import spoolhealth
 from .errors import SpoolError
+from .events import Message
 
 log = logging.getLogger("od_bridge.spool")
 
@@ -43,6 +45,10 @@ class SpoolFile:
         self.damage: tuple[str, str] | None = None  # (kind, cause) once the file is unsafe
         self.set_aside: Path | None = None  # where a file found damaged at start was moved
         self.recreated = 0  # removed files replaced by a copy so far
+        self.unreadable = 0  # rows a damaged spool holds that could not be read
+        self._salvaging = False  # reading a damaged file: stepping over what cannot be read
+        self._delivered_through = 0  # ... and past the rows already handed out and published
+        self._handed_out: list[int] = []  # sequence numbers of the last rows handed out
         self.watched = asyncio.Event()  # set after each pass of the watch (tests await it)
 
     if TYPE_CHECKING:
@@ -50,6 +56,7 @@ class SpoolFile:
         @property
         def size(self) -> int: ...
         async def _run(self, fn: Any, *args: Any) -> Any: ...
+        def _delete(self, first: int, last: int) -> int: ...
 
     def _open(self) -> None:
         self._take_lock()
@@ -152,6 +159,36 @@ class SpoolFile:
         if problem is None:
             return None
         return spoolhealth.CORRUPT, f"{self.path} failed SQLite's quick_check ({problem})"
+
+    async def _peek_damaged(self, limit: int) -> list[tuple[int, Message]]:
+        """The oldest readable rows not yet handed out; SpoolError once none is left to read."""
+        found: list[tuple[int, Message]] = await self._run(self._read_damaged, limit)
+        if found or not self.size:
+            self._handed_out = [seq for seq, _ in found]
+            return found
+        if self.unreadable != self.size:
+            self.unreadable = self.size  # counted (metric) and said once per change
+            log.error(
+                "rows in the damaged spool cannot be read; after a restart sets the file aside"
+                " run: od-bridge spool salvage <file> -c <config>",
+                extra={"rows": self.unreadable, "cause": self.damage[1] if self.damage else "-"},
+            )
+        raise SpoolError(f"{self.size} rows in the damaged spool cannot be read")
+
+    def _read_damaged(self, limit: int) -> list[tuple[int, Message]]:
+        assert self._db is not None
+        readable = spoolhealth.readable_rows(self._db, after=self._delivered_through)
+        return [(seq, Message(*row)) for seq, row in itertools.islice(readable, limit)]
+
+    async def _forget_damaged(self, first: int, last: int) -> None:
+        """Rows first..last were published: skip them from now on, and delete them if it can."""
+        handed = sum(first <= seq <= last for seq in self._handed_out)
+        try:
+            removed: int = await self._run(self._delete, first, last)
+        except SpoolError:
+            removed = handed  # they stay in the file (a salvage may publish them again)
+        self._delivered_through = max(self._delivered_through, last)
+        self._committed -= removed
 
     async def _recreate(self) -> None:
         """Copy a removed file's rows (still open here) into a new file at the path; use it."""

@@ -189,15 +189,20 @@ def _remove(path: Path) -> None:
 
 
 def readable_rows(
-    db: sqlite3.Connection, *, give_up_after: int = 1_000_000
+    db: sqlite3.Connection,
+    *,
+    after: int = 0,
+    skipped: list[int] | None = None,
+    give_up_after: int = 1_000_000,
 ) -> Iterator[tuple[int, tuple[str, str, str, str, int, bytes]]]:
-    """Every row of `events` that can still be read, oldest first, stepping over bad pages.
+    """Every row of `events` after `after` that can still be read, oldest first, over bad pages.
 
     A damaged page fails only the lookups that land on it: after a failure the scan moves on
     one sequence number at a time, up to the highest number SQLite remembers handing out.
+    The numbers stepped over are added to `skipped` (an upper bound of the rows lost).
     """
     last = _highest_seq(db)
-    seq = 0
+    seq = after
     misses = 0
     while last is None or seq < last:
         try:
@@ -205,6 +210,8 @@ def readable_rows(
         except sqlite3.DatabaseError:
             seq += 1
             misses += 1
+            if skipped is not None:
+                skipped.append(seq)
             if misses > give_up_after:
                 return
             continue

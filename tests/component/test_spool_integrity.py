@@ -157,10 +157,13 @@ async def test_a_spool_corrupted_while_running_is_found_and_its_loss_reported(
         bridge.publisher.fail = False
         await bridge.drainer.drain()
     delivered = bridge.delivered()
-    assert delivered == [m.message_id for m in accepted[: len(delivered)]]  # in order
-    # Every row answered 200 arrived, or is counted (metric) and said (log) as unreadable.
+    order = {m.message_id: n for n, m in enumerate(accepted)}
+    assert sorted(delivered, key=order.__getitem__) == delivered  # in order, over the gap
+    # Every row answered 200 arrived, or is counted (metric) and said (log) as unreadable:
+    # rows after the damaged pages too, not only those before them.
     assert len(delivered) + bridge.spool.unreadable == 2000
-    assert len(delivered) < 2000
+    assert 1800 < len(delivered) < 2000
+    assert delivered[-1] == accepted[-1].message_id
     said = [r for r in caplog.records if r.getMessage().startswith("rows in the damaged spool")]
     assert len(said) == 1 and said[0].__dict__["rows"] == bridge.spool.unreadable
     assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
@@ -198,9 +201,9 @@ async def test_a_damaged_spool_is_set_aside_at_start_and_salvaged(
     await asyncio.to_thread(spoolcli.run, config, "salvage", aside)
     out = capsys.readouterr().out
     salvaged = int(out.split("salvaged ")[1].split(" rows")[0])
-    assert 1000 < salvaged < 2000  # 30 pages of ~4 rows each are gone, the rest is back
-    lost = out.split("rows that could not be read: ")[1].strip()
-    assert lost == "unknown (the file cannot be counted)" or int(lost) == 2000 - salvaged
+    assert 1800 < salvaged < 2000  # 30 pages of ~4 rows each are gone, the rest is back
+    lost = out.split("rows that could not be read: ")[1].removeprefix("at most ").split()[0]
+    assert int(lost) >= 2000 - salvaged  # exact when the file can still be counted
     back = Bridge(path)
     await back.spool.open()
     try:
