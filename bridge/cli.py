@@ -64,7 +64,9 @@ def _sync(args: argparse.Namespace) -> int:
         return 0
     results = asyncio.run(sync_all(config, chosen, do_apply=args.apply))
     plans = [r.plan for r in results if r.plan is not None]
-    print(syncreport.table(plans))
+    summary = syncreport.table(plans, failed=[r.customer for r in results if r.plan is None])
+    if summary:
+        print(summary)
     for result in results:
         for done in result.outcomes:
             print(syncreport.outcome(result.customer, done))

@@ -28,6 +28,14 @@ log = logging.getLogger("od_bridge.odapi")
 Sleep = Callable[[float], Awaitable[None]]
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_MESSAGE = 300
+_UNREACHABLE_ATTEMPTS = 3  # no answer at all rarely heals within seconds: fail sooner
+
+# What one office may make us hold. An office has tens of subscriptions; these stop an API
+# that pages forever or answers without end long before memory is at risk.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # one answer
+MAX_LIST_PAGES = 100  # pages of one listing
+MAX_LIST_ITEMS = 10_000  # subscriptions of one listing
+MAX_LIST_BYTES = 32 * 1024 * 1024  # all pages of one listing
 
 
 class _Retryable(Exception):
@@ -112,9 +120,16 @@ class OpenDentalClient:
         max_backoff_s: float = 30.0,
         pacer: Pacer | None = None,
         sleep: Sleep = asyncio.sleep,
+        other_keys: tuple[str, ...] = (),
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth = f"ODFHIR {developer_key}/{customer_key}"
+        # Every key this client could echo back through Open Dental's text (an API that
+        # repeats the Authorization header in its error): masked before any text leaves here.
+        self._secrets = tuple(k for k in (developer_key, customer_key, *other_keys) if k.strip())
+        self.max_response_bytes = max_response_bytes
+        self.bytes_read = 0  # answer bytes read so far (the listing's byte cap)
         self.timeout_s = timeout_s
         self.page_size = page_size
         self.max_attempts = max_attempts
@@ -135,7 +150,14 @@ class OpenDentalClient:
             "page_size": 1000 if api.is_local else 100,
         }
         kwargs.update(overrides)
+        kwargs.setdefault("other_keys", customer.keys[1:])
         return cls(api.url, api.developer_key.get_secret_value(), customer.keys[0], **kwargs)
+
+    def mask(self, text: str) -> str:
+        """`text` with every key of this client replaced by `***`."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def __repr__(self) -> str:
         return f"OpenDentalClient({self.base_url!r})"  # never the keys
@@ -161,13 +183,19 @@ class OpenDentalClient:
         # Honour the server's Retry-After, plus a little jitter so replicas don't stampede.
         return min(self.max_backoff_s, hint + backoff / 10) if hint is not None else backoff
 
+    def _stop(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        unreachable = isinstance(exc, _Retryable) and exc.status is None
+        limit = min(self.max_attempts, _UNREACHABLE_ATTEMPTS) if unreachable else self.max_attempts
+        return bool(stop_after_attempt(limit)(state))
+
     async def request(
         self, method: str, path: str, body: Any = None, params: dict[str, int] | None = None
     ) -> Any:
         """One API call with pacing and retries; the parsed JSON answer (None when empty)."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),
-            stop=stop_after_attempt(self.max_attempts),
+            stop=self._stop,
             wait=self._wait,
             sleep=self._sleep,
             reraise=True,
@@ -198,33 +226,57 @@ class OpenDentalClient:
                 params=params,
                 timeout=timeout,
             ) as resp:
-                text = await resp.text(encoding="utf-8", errors="replace")
                 status = resp.status
+                text = (await self._read(resp)).decode("utf-8", errors="replace")
                 hint = retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning(
+            # Each try at info: the caller reports the final failure once, with its reason.
+            log.info(
                 "open dental call failed",
                 extra={"method": method, "path": path, "error": type(exc).__name__},
             )
-            raise _Retryable(None, f"{type(exc).__name__} {exc}".strip()) from exc
+            raise _Retryable(None, self.mask(f"{type(exc).__name__} {exc}".strip())) from exc
         if status in _RETRY_STATUSES:
             log.info(
                 "open dental asked to retry",
                 extra={"method": method, "path": path, "status": status},
             )
-            raise _Retryable(status, message_of(text), hint)
+            raise _Retryable(status, message_of(self.mask(text)), hint)
         if status >= 300:
-            raise OpenDentalAnswerError(status, message_of(text))
+            raise OpenDentalAnswerError(status, message_of(self.mask(text)))
         try:
             return orjson.loads(text) if text.strip() else None
         except orjson.JSONDecodeError as exc:
             raise OpenDentalAnswerError(status, "answer is not JSON") from exc
 
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The answer's body, refused as soon as it is larger than max_response_bytes."""
+        limit = self.max_response_bytes
+        too_big = OpenDentalAnswerError(resp.status, f"answer larger than {limit} bytes")
+        if resp.content_length is not None and resp.content_length > limit:
+            raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+        self.bytes_read += size
+        return b"".join(chunks)
+
     async def list_subscriptions(self) -> list[dict[str, Any]]:
-        """Every subscription of this customer key, following Limit/Offset pages."""
+        """Every subscription of this customer key, following Limit/Offset pages.
+
+        At most MAX_LIST_PAGES pages, MAX_LIST_ITEMS subscriptions and MAX_LIST_BYTES:
+        beyond, OpenDentalAnswerError says which cap the API passed.
+        """
         found: dict[Any, dict[str, Any]] = {}
         offset = 0
-        while True:
+        start = self.bytes_read
+        for _ in range(MAX_LIST_PAGES):
+            if len(found) > MAX_LIST_ITEMS or self.bytes_read - start > MAX_LIST_BYTES:
+                break
             params = {"Offset": offset} if offset else None
             page = await self.request("GET", "/subscriptions", params=params)
             if not isinstance(page, list):
@@ -237,8 +289,16 @@ class OpenDentalClient:
             # Paging is undocumented here: ask for more only after a full page of new items,
             # so a server that ignores Offset can't loop us forever.
             if len(page) < self.page_size or not fresh:
+                if len(found) > MAX_LIST_ITEMS:
+                    break
                 return list(found.values())
             offset += len(page)
+        raise OpenDentalAnswerError(
+            200,
+            f"GET /subscriptions kept paging: stopped after {len(found)} subscriptions, "
+            f"{self.bytes_read - start} bytes (caps: {MAX_LIST_PAGES} pages, "
+            f"{MAX_LIST_ITEMS} subscriptions, {MAX_LIST_BYTES} bytes)",
+        )
 
     async def create_subscription(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST a subscription; the created object."""

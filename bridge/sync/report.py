@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .apply import Outcome
@@ -42,15 +42,21 @@ def _row(customer: str, action: Action) -> tuple[str, ...]:
     )
 
 
-def table(plans: Iterable[Plan]) -> str:
-    """One line per subscription, aligned, with a summary line per customer."""
+def table(plans: Iterable[Plan], failed: Sequence[str] = ()) -> str:
+    """One line per subscription, aligned, with a summary line per customer.
+
+    `failed` names customers that could not be planned (their reason is printed apart): no
+    summary may then claim that nothing is wanted.
+    """
     plans = list(plans)
+    if not plans and failed:
+        return ""
     rows = [_HEADER] + [_row(p.customer, a) for p in plans for a in p.actions]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER) - 1)]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows
     ]
-    if len(rows) == 1:
+    if len(rows) == 1 and not failed:
         lines.append("(no subscriptions, none wanted)")
     lines += [f"{p.customer}: {p.summary()}" for p in plans]
     return "\n".join(line.rstrip() for line in lines)
