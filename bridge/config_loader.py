@@ -14,7 +14,33 @@ from pydantic import ValidationError
 from .config import Config
 from .errors import ConfigError
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# `${VAR}` / `${VAR:-default}`; `$${VAR}` is the escape for a literal `${VAR}`.
+_ENV_REF = re.compile(r"(\$?)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last one silently, so the first setting would quietly not apply)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may repeat keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML reports it itself
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"duplicate key '{key}' (first on line {first.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -35,7 +61,9 @@ def expand(
     if isinstance(node, str):
 
         def sub(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
+            escaped, name, default = match.group(1), match.group(2), match.group(3)
+            if escaped:
+                return match.group(0)[1:]  # `$${VAR}` → the literal `${VAR}`
             if name in env:
                 return env[name]
             if default is not None:
@@ -57,7 +85,7 @@ def expand(
 def parse(text: str, env: Mapping[str, str] | None = None) -> Config:
     """Validate YAML text; raise ConfigError listing every problem as `path: reason`."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}" if mark is not None else "(file)"
