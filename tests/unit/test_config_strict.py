@@ -23,9 +23,7 @@ def problems(text: str) -> list[str]:
 def test_a_key_given_twice_is_an_error_naming_both_lines() -> None:
     # Before: PyYAML kept the second `timezone` silently.
     text = BASE + "    timezone: UTC\n    timezone: America/Chicago\n"
-    assert problems(text) == [
-        "line 6: not valid YAML (duplicate key 'timezone' (first on line 5))"
-    ]
+    assert problems(text) == ["line 6: not valid YAML (duplicate key 'timezone' (first on line 5))"]
 
 
 def test_a_top_level_section_given_twice_is_an_error() -> None:
