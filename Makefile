@@ -9,7 +9,7 @@ INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
 RUNTIME := $(VENV)/.installed
 DEV     := $(VENV)/.installed-dev
 
-.PHONY: run test lint bench emulate tail dist constraints clean
+.PHONY: run test lint bench emulate tail dist constraints floors clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,20 @@ bench: $(DEV)
 # A wheel to install elsewhere: pip install -c constraints.txt 'dist/od_bridge-….whl[fast]'
 dist: $(RUNTIME)
 	$(BIN)/python -m pip wheel -q --no-deps --wheel-dir $(DIST) .
+
+# The declared floors hold: every direct dependency at the lowest version pyproject.toml allows
+# (uv's lowest-direct resolution) in a scratch venv, then lint, types and the tests that need
+# no broker. Run by CI after `make test`.
+floors:
+	rm -rf $(VENV)-floors
+	$(PY) -m venv $(VENV)-floors
+	$(VENV)-floors/bin/python -m pip install -q uv
+	$(VENV)-floors/bin/uv pip install -q --native-tls --python $(VENV)-floors/bin/python \
+	  --resolution lowest-direct -e '.[dev,fast,deploy]'
+	$(VENV)-floors/bin/ruff check --no-cache .
+	$(VENV)-floors/bin/mypy --cache-dir $(VENV)-floors/mypy bridge bench
+	$(VENV)-floors/bin/pytest -q -p no:cacheprovider tests/unit tests/component
+	rm -rf $(VENV)-floors
 
 # Renew the pins: resolve the newest allowed versions in a scratch venv, then `make clean test`.
 constraints:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from .config import Config, Customer
 from .opendental import parse_datetime
@@ -125,7 +126,7 @@ def seen(
     return out
 
 
-class Health:
+class Health(Collector):  # named: prometheus-client before 0.21 checks the base, not the shape
     """What was last seen of every office; also a Prometheus collector computing at scrape time.
 
     `observed()` takes each sync pass's listing (or its error), `event()` each accepted request.
