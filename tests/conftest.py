@@ -1,98 +1,32 @@
-"""Shared fixtures: samples, configs, and a real RabbitMQ (fail, not skip, under CI=true)."""
+"""Fixtures: a real RabbitMQ (fail, not skip, under CI=true), private nodes, a running bridge."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aio_pika
-import orjson
 import pytest
 
-from bridge.config import Config
-from bridge.config_loader import parse
 from bridge.opendental import KNOWN_TABLES
 from bridge.publisher import AmqpPublisher, declare_event_exchange
 from bridge.service import Service
+from tests.broker_guard import Guard
 from tests.proxy import Proxy
 from tests.rabbit_nodes import RabbitCluster, RabbitNode, installed
-
-SAMPLES = Path(__file__).parent / "fixtures" / "samples"
-AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-TEST_KEY = "VzkmZEaUWOjnQX2z"
-
-
-def sample(name: str) -> dict[str, Any]:
-    """One delivery from tests/fixtures/samples: {"headers": ..., "body": ...}."""
-    data: dict[str, Any] = orjson.loads((SAMPLES / f"{name}.json").read_bytes())
-    return data
-
-
-def all_samples() -> list[str]:
-    """Names of every sample delivery."""
-    return sorted(p.stem for p in SAMPLES.glob("*.json"))
-
-
-def make_config(prefix: str = "opendental", **overrides: Any) -> Config:
-    """A valid config for tests: one customer with the public test key, Chicago time."""
-    spool = overrides.pop("spool", "{enabled: false}")
-    extra = overrides.pop("extra", "")
-    limit = overrides.pop("max_body_bytes", 16777216)
-    text = f"""
-listen: {{host: 127.0.0.1, port: 0, path: /apievents, max_body_bytes: {limit}}}
-amqp:
-  url: {AMQP_URL}
-  exchange_prefix: {prefix}
-  retry_budget_s: {overrides.pop("retry_budget_s", 2.0)}
-spool: {spool}
-customers:
-  - name: main-office
-    customer_key: {TEST_KEY}
-    timezone: America/Chicago
-  - name: north-clinic
-    customer_key: other-office-key-0001
-    timezone: America/New_York
-{extra}
-"""
-    assert not overrides, overrides
-    return parse(text, env={})
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for a bridge that must know its URL up front)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def broker_address() -> tuple[str, int]:
-    """Host and port of the broker at AMQP_URL."""
-    parts = urlsplit(AMQP_URL)
-    return parts.hostname or "127.0.0.1", parts.port or 5672
-
-
-def broker_available() -> bool:
-    """True if something accepts TCP where AMQP_URL points."""
-    try:
-        with socket.create_connection(broker_address(), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def missing(what: str) -> None:
-    """Fail under CI=true (where everything must run), else skip with the reason."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} (required under CI=true)")
-    pytest.skip(what)
+from tests.support import (
+    AMQP_URL,
+    MISSING,
+    Collector,
+    assert_path,
+    broker_address,
+    broker_available,
+    make_config,
+    missing,
+)
 
 
 @pytest.fixture
@@ -100,7 +34,7 @@ def need_broker() -> None:
     """A test needing RabbitMQ at AMQP_URL: fails under CI=true when it is absent, else skips."""
     if not broker_available():
         host, port = broker_address()
-        missing(f"RabbitMQ is not reachable at {host}:{port} (AMQP_URL)")
+        missing(f"no RabbitMQ at {host}:{port} (start rabbitmq-server, or set AMQP_URL)")
 
 
 _booting: dict[int, RabbitCluster] = {}  # private clusters launched early, by size
@@ -123,10 +57,36 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             _booting[size] = cluster
 
 
+_guard: list[Guard] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Read the local broker's uptime, app and watermark (in the background) to compare later."""
+    if not session.config.option.collectonly:
+        _guard.append(Guard())
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop early-launched private nodes whose fixture never ran."""
+    """Stop early-launched private nodes; fail the run if the broker at AMQP_URL was disturbed."""
     while _booting:
         _booting.popitem()[1].stop()
+    if _guard:
+        ok, line = _guard.pop().verdict()
+        _summary.append(line)
+        if not ok and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_summary: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per thing a test needed and did not find, and the broker guard's verdict."""
+    for what, count in MISSING.items():
+        verb = "failed" if os.environ.get("CI") == "true" else "did not run"
+        terminalreporter.write_line(f"{count} integration tests {verb}: {what}", yellow=True)
+    for line in _summary:
+        terminalreporter.write_line(line)
 
 
 @contextlib.contextmanager
@@ -189,11 +149,6 @@ def publish_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     return path
 
 
-def assert_path(publisher: AmqpPublisher, path: str) -> None:
-    """The publisher runs on `path`: a fast path that failed its self-check fails the test."""
-    assert publisher.fast is (path == "fast"), f"expected the {path} path"
-
-
 @pytest.fixture
 async def bridge(prefix: str, publish_path: str) -> AsyncIterator[str]:
     """A running bridge (real AMQP publisher) on a free port; yields its webhook URL."""
@@ -203,34 +158,6 @@ async def bridge(prefix: str, publish_path: str) -> AsyncIterator[str]:
     assert_path(service.publisher, publish_path)
     yield f"http://127.0.0.1:{service.port}/apievents"
     await service.stop()
-
-
-class Collector:
-    """A consumer on a fresh exclusive queue: collects messages and wakes waiters."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-        self._changed = asyncio.Event()
-
-    def add(self, message: Any) -> None:
-        """Record one delivery."""
-        self.messages.append(message)
-        self._changed.set()
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Any]:
-        """Wait until at least `count` messages arrived."""
-
-        async def until() -> None:
-            while len(self.messages) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until(), timeout)
-        return self.messages
-
-    def bodies(self) -> list[dict[str, Any]]:
-        """Decoded JSON bodies in arrival order."""
-        return [orjson.loads(m.body) for m in self.messages]
 
 
 @pytest.fixture

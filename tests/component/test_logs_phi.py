@@ -19,8 +19,7 @@ from bridge.config import Amqp
 from bridge.events import Message
 from bridge.publisher import AmqpPublisher, InMemoryPublisher
 from bridge.receiver import build_app
-
-from .prod_support import TEST_KEY, all_samples, body_bytes, make_config
+from tests.support import TEST_KEY, all_samples, body_bytes, make_config, sample
 
 LOCKED_KEY = "LockedCustomerKey9"
 AMQP_PASSWORD = "amqpS3cretPw"
@@ -34,7 +33,7 @@ PHI_FIELDS = (
 def phi_values() -> set[str]:
     """Every non-trivial value of a PHI field in the samples (names, SSN, birthdate, …)."""
     found: set[str] = set()
-    for delivery in all_samples().values():
+    for delivery in map(sample, all_samples()):
         body = delivery["body"]
         for row in body if isinstance(body, list) else [body]:
             for field in PHI_FIELDS:
@@ -97,7 +96,8 @@ async def _every_path(client: Any, publisher: InMemoryPublisher) -> set[int]:
         await resp.read()
         statuses.add(resp.status)
 
-    for name, delivery in all_samples().items():
+    for name in all_samples():
+        delivery = sample(name)
         headers = {**delivery["headers"], "X-Request-Id": f"t-{name}"}
         body = body_bytes(delivery)
         bad = {k: v for k, v in headers.items() if k != "Authorization"}
@@ -165,7 +165,7 @@ async def test_no_secret_in_logs_when_the_real_broker_is_unreachable(
     await publisher.start(wait=False)
     try:
         client = await aiohttp_client(build_app(_config(), publisher))
-        for delivery in all_samples().values():
+        for delivery in map(sample, all_samples()):
             resp = await client.post(
                 "/apievents", data=body_bytes(delivery), headers=delivery["headers"]
             )
@@ -194,7 +194,7 @@ async def test_client_errors_reach_no_log_either(captured: io.StringIO) -> None:
     port = runner.addresses[0][1]
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            for delivery in all_samples().values():
+            for delivery in map(sample, all_samples()):
                 async with session.post(
                     f"http://127.0.0.1:{port}/apievents",
                     data=body_bytes(delivery),
@@ -215,7 +215,7 @@ def test_a_library_logging_a_message_object_logs_no_body(captured: io.StringIO) 
         def __repr__(self) -> str:
             return f"<DeliveredMessage body={self.body!r}>"
 
-    body = body_bytes(all_samples()["patient_selected"])
+    body = body_bytes(sample("patient_selected"))
     logging.getLogger("aiormq.channel").error("Unhandled message %r returning", Delivered(body))
     logging.getLogger("aiormq.connection").warning("Server said %s (%d)", "NOT_FOUND", 404)
     text = captured.getvalue()
@@ -239,7 +239,7 @@ async def test_an_error_line_carries_frames_not_the_message(
     aiohttp_client: Any, captured: io.StringIO
 ) -> None:
     client = await aiohttp_client(build_app(_config(), BuggyPublisher()))
-    patient = all_samples()["patient"]
+    patient = sample("patient")
     resp = await client.post("/apievents", data=body_bytes(patient), headers=patient["headers"])
     assert resp.status == 500
     text = captured.getvalue()

@@ -9,8 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import bridge
 from bridge.publisher import InMemoryPublisher
 from bridge.receiver import build_app
-
-from .prod_support import TEST_KEY, body_bytes, make_config, sample
+from tests.support import TEST_KEY, body_bytes, make_config, sample
 
 
 def _families(text: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.publisher import InMemoryPublisher
 from bridge.receiver import build_app
-from tests.conftest import TEST_KEY, all_samples, make_config, sample
+from tests.support import TEST_KEY, all_samples, make_config, sample
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -26,7 +26,8 @@ def publisher() -> InMemoryPublisher:
 
 @pytest.fixture
 async def client(aiohttp_client: MakeClient, publisher: InMemoryPublisher) -> Client:
-    return await aiohttp_client(build_app(make_config(max_body_bytes=4096 * 16), publisher))
+    config = make_config(listen={"max_body_bytes": 4096 * 16})
+    return await aiohttp_client(build_app(config, publisher))
 
 
 async def post(

@@ -11,8 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.publisher import InMemoryPublisher
 from bridge.receiver import build_app
-
-from .prod_support import TEST_KEY, body_bytes, make_config, sample
+from tests.support import TEST_KEY, body_bytes, make_config, sample
 
 
 async def _scrape(client: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -17,7 +17,7 @@ from bridge.metrics import Metrics
 from bridge.outbox import Drainer, Outbox
 from bridge.publisher import InMemoryPublisher
 from bridge.spool import Spool
-from tests.conftest import make_config
+from tests.support import make_config
 
 
 def rows(start: int, count: int, size: int = 1000) -> list[Message]:
@@ -197,7 +197,7 @@ async def test_a_damaged_spool_is_set_aside_at_start_and_salvaged(
     finally:
         await restarted.spool.close()
 
-    config = make_config(spool=f'{{enabled: true, path: "{path}"}}')
+    config = make_config(spool={"enabled": True, "path": str(path)})
     await asyncio.to_thread(spoolcli.run, config, "salvage", aside)
     out = capsys.readouterr().out
     salvaged = int(out.split("salvaged ")[1].split(" rows")[0])

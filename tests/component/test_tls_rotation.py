@@ -18,8 +18,7 @@ from bridge.errors import BridgeError
 from bridge.listener import tls_context
 from bridge.publisher import InMemoryPublisher
 from bridge.receiver import build_app
-
-from .prod_support import TEST_KEY, body_bytes, make_config, sample
+from tests.support import TEST_KEY, body_bytes, make_config, sample
 
 OLD_KEY = "OldKeyStillValid1"
 NEW_KEY = "NewKeyRotatedIn22"

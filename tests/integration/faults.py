@@ -17,7 +17,7 @@ import orjson
 from bridge.config import Config
 from bridge.config_loader import parse
 from bridge.publisher import declare_event_exchange
-from tests.conftest import TEST_KEY
+from tests.support import TEST_KEY
 
 STAMP = "2026-11-28 08:00:00"
 

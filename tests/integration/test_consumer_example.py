@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from examples.consumer import SeenIds, consume
-from tests.conftest import AMQP_URL, sample
+from tests.support import AMQP_URL, sample
 
 pytestmark = pytest.mark.integration
 

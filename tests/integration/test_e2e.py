@@ -15,8 +15,8 @@ from bridge.cli import main
 from bridge.config_loader import load
 from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 from bridge.service import Service
-from tests.conftest import free_port
 from tests.proxy import Proxy
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ import pytest
 
 from bridge.service import Service
 from tests import daemon
-from tests.conftest import AMQP_URL, free_port
 from tests.integration.faults import (
     Consumer,
     Ledger,
@@ -24,6 +23,7 @@ from tests.integration.faults import (
 )
 from tests.proxy import Proxy
 from tests.rabbit_nodes import RabbitNode
+from tests.support import AMQP_URL, free_port
 
 pytestmark = pytest.mark.integration
 

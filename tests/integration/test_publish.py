@@ -13,7 +13,7 @@ from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_ev
 from bridge.errors import PublishError
 from bridge.events import Message
 from bridge.publisher import AmqpPublisher
-from tests.conftest import AMQP_URL, TEST_KEY, all_samples, assert_path, make_config, sample
+from tests.support import AMQP_URL, TEST_KEY, all_samples, assert_path, make_config, sample
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,7 @@ async def test_a_clashing_exchange_for_a_new_type_is_a_clear_error_logged_once(
     async with connection:
         channel = await connection.channel()
         await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
-        publisher = AmqpPublisher(make_config(prefix, retry_budget_s=0.3).amqp)
+        publisher = AmqpPublisher(make_config(prefix, amqp={"retry_budget_s": 0.3}).amqp)
         await publisher.start(wait=True)
         assert_path(publisher, publish_path)
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,24 +13,19 @@ from bridge.config import Amqp
 from bridge.errors import PublishError
 from bridge.events import APP_ID, CONTENT_TYPE, Message, exchange_name
 from bridge.opendental import KNOWN_TABLES
-from bridge.publisher import BROKER_ERRORS, AmqpPublisher
-from tests.conftest import assert_path
+from bridge.publisher import AmqpPublisher
+from tests.support import AMQP_URL, assert_path
 
 pytestmark = pytest.mark.integration
-URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+URL = AMQP_URL
 
 
 async def _broker() -> aio_pika.abc.AbstractConnection:
-    try:
-        return await aio_pika.connect(URL, timeout=5)
-    except BROKER_ERRORS:
-        if os.environ.get("CI") == "true":
-            pytest.fail("RabbitMQ is required under CI")
-        pytest.skip("no RabbitMQ on 127.0.0.1:5672")
+    return await aio_pika.connect(URL, timeout=5)
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
+async def prefix(need_broker: None) -> AsyncIterator[str]:
     name = f"test-{uuid.uuid4().hex[:10]}"
     yield name
     connection = await _broker()
@@ -60,7 +54,6 @@ def _messages(prefix: str, count: int, start: int = 0) -> list[Message]:
 
 
 async def test_rows_arrive_in_order_with_properties(prefix: str, publish_path: str) -> None:
-    await (await _broker()).close()  # no broker: fail under CI, else skip, before starting
     publisher = AmqpPublisher(
         # Generous deadlines: this is about order and properties, on a shared machine.
         Amqp(
@@ -175,7 +168,6 @@ async def test_concurrent_requests_coalesce_and_cancellation_leaks_nothing(
 async def test_a_fast_path_that_misbehaves_is_replaced_by_the_public_one(
     prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await (await _broker()).close()
     # An aiormq/pamqp change that alters what goes on the wire: the probe arrives altered.
     monkeypatch.setattr("bridge.amqp_fast._APP_ID", b"\x05other")
     publisher = AmqpPublisher(Amqp(url=URL, exchange_prefix=prefix))

@@ -14,7 +14,7 @@ from bridge import spoolcli
 from bridge.errors import SpoolError
 from bridge.events import Message, exchange_name
 from bridge.spool import Spool
-from tests.conftest import make_config
+from tests.support import make_config
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ async def test_stats_then_drain_publishes_in_order_and_gives_the_space_back(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "spool.sqlite3"
-    config = make_config(prefix, spool=f'{{enabled: true, path: "{path}"}}')
+    config = make_config(prefix, spool={"enabled": True, "path": str(path)})
     exchange = exchange_name(prefix, "db", "Appointment")
     collector = await consume(exchange)
     rows = _rows(exchange, 1500)
@@ -75,7 +75,7 @@ async def test_stats_then_drain_publishes_in_order_and_gives_the_space_back(
 
 async def test_refused_while_a_daemon_holds_the_spool(prefix: str, tmp_path: Path) -> None:
     path = tmp_path / "spool.sqlite3"
-    config = make_config(prefix, spool=f'{{enabled: true, path: "{path}"}}')
+    config = make_config(prefix, spool={"enabled": True, "path": str(path)})
     daemon = Spool(path, 10)
     await daemon.open()
     try:

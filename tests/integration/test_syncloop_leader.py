@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aio_pika
 import pytest
 
 from bridge.config import Config
 from bridge.config_loader import parse
 from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 from bridge.sync.loop import LeaderLock, SyncLoop, SyncResult
+from tests.support import AMQP_URL as AMQP
 
-AMQP = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def broker() -> None:
-    """Skip without a broker, except under CI=true where a missing broker is a failure."""
-
-    async def probe() -> None:
-        conn = await aio_pika.connect(AMQP, timeout=3)
-        await conn.close()
-
-    try:
-        asyncio.run(probe())
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"RabbitMQ is required under CI=true: {exc!r}")
-        pytest.skip(f"no RabbitMQ at {AMQP}")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_broker")]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from tests import daemon
-from tests.conftest import AMQP_URL, TEST_KEY, free_port, sample
+from tests.support import AMQP_URL, TEST_KEY, free_port, sample
 
 
 def spool_stats(config: Path) -> subprocess.CompletedProcess[str]:

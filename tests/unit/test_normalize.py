@@ -12,7 +12,7 @@ from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_ev
 
 from bridge import normalize, opendental, routing
 from bridge.events import CONTENT_TYPE, encode
-from tests.conftest import all_samples, sample
+from tests.support import all_samples, sample
 
 CHICAGO = ZoneInfo("America/Chicago")
 CTX = normalize.Context(customer="main-office", zone=CHICAGO)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge import opendental
-from tests.conftest import sample
+from tests.support import sample
 
 APPT = sample("appointment")["body"]
 SELECTED = sample("patient_selected")["body"]
