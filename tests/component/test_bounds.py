@@ -15,8 +15,7 @@ from bridge.errors import BadRequest, PayloadTooLarge
 from bridge.metrics import Metrics
 from bridge.publisher import InMemoryPublisher
 from bridge.receiver import build_app
-from tests.component.prod_support import TEST_KEY, make_config
-from tests.conftest import free_port
+from tests.support import TEST_KEY, free_port, make_config
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]

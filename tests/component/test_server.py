@@ -18,7 +18,7 @@ from bridge import server
 from bridge.metrics import Metrics
 from bridge.publisher import InMemoryPublisher
 from bridge.receiver import build_app
-from tests.component.prod_support import TEST_KEY, make_config
+from tests.support import TEST_KEY, make_config
 
 Serve = Callable[..., Awaitable[tuple[int, Metrics, web.Application]]]
 WAIT_S = 10.0  # generous bound on anything expected within a second on a busy machine

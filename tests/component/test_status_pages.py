@@ -17,8 +17,7 @@ from bridge.receiver import build_app
 from bridge.service import Service
 from bridge.spool import Message
 from bridge.status import table
-
-from .prod_support import TEST_KEY, body_bytes, sample
+from tests.support import TEST_KEY, body_bytes, sample
 
 T0 = 1_796_000_000.0
 

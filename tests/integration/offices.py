@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.config_loader import parse
 from bridge.emulator.app import DOC_DEVELOPER_KEY, Emulator, Settings
 from bridge.service import Service
-from tests.conftest import AMQP_URL, free_port
+from tests.support import AMQP_URL, free_port
 
 T0 = datetime(2026, 11, 28, 9, 0, 0, tzinfo=ZoneInfo("America/Chicago")).timestamp()
 POLLING_S = 30

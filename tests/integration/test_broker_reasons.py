@@ -12,7 +12,7 @@ from bridge.errors import PublishError
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox
 from bridge.publisher import AmqpPublisher
-from tests.conftest import AMQP_URL, free_port
+from tests.support import AMQP_URL, free_port
 
 PASSWORD = "Wr0ngPassw0rd-9"
 

@@ -9,8 +9,8 @@ import pytest
 
 from bridge.service import Service
 from bridge.spool import Spool
-from tests.conftest import AMQP_URL, free_port
 from tests.integration.faults import Consumer, Ledger, client, fault_config, load, report
+from tests.support import AMQP_URL, free_port
 
 pytestmark = pytest.mark.integration
 
