@@ -21,9 +21,8 @@ from bridge.receiver import build_app
 from bridge.service import Service
 from bridge.sync.loop import SyncResult
 from bridge.sync.plan import Plan
+from tests.support import TEST_KEY, body_bytes, sample
 from tests.unit.test_health import CONFIG, listing
-
-from .prod_support import TEST_KEY, body_bytes, sample
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 RULES = MONITORING / "rules.yml"

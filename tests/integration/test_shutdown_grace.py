@@ -16,7 +16,7 @@ import pytest
 from bridge.config_loader import parse
 from bridge.service import Service
 from tests import daemon
-from tests.conftest import AMQP_URL, TEST_KEY, free_port, sample
+from tests.support import AMQP_URL, TEST_KEY, free_port, sample
 
 
 async def test_a_post_50_ms_after_sigterm_gets_200(
