@@ -14,7 +14,7 @@ from bridge.cli import main
 from bridge.errors import OpenDentalAnswerError
 from bridge.sync import client as odclient
 from bridge.sync.client import OpenDentalClient
-from tests.conftest import free_port
+from tests.support import free_port
 
 DEV_KEY = "DevKey-Hostile-0001"
 CUSTOMER_KEY = "CustKey-Hostile-0002"
