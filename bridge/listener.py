@@ -18,9 +18,13 @@ def tls_context(tls: Tls | None) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(tls.cert, tls.key)
-    except (OSError, ssl.SSLError) as exc:
-        # An OSError's str() carries "[Errno 2]"; its strerror is the plain reason.
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    except OSError as exc:  # ssl.SSLError is one too
+        # Plain words rather than "[Errno 2] …" or "[SSL] PEM lib (_ssl.c:3926)".
+        if isinstance(exc, ssl.SSLError):
+            known = exc.reason and exc.reason.lower().replace("_", " ")  # KEY_VALUES_MISMATCH
+            reason = known or "not a PEM certificate chain and its key"
+        else:
+            reason = exc.strerror or str(exc)
         raise BridgeError(
             f"listen.tls: cannot load certificate or key ({reason}: {tls.cert}, {tls.key})"
         ) from exc

@@ -133,3 +133,16 @@ def test_unreadable_certificate_is_one_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(BridgeError, match=r"^listen\.tls: cannot load certificate or key"):
         tls_context(config.listen.tls)
+
+
+def test_a_file_that_is_not_the_key_is_named_in_plain_words(
+    self_signed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cert, _ = self_signed
+    config = make_config(listen={"tls": {"cert": str(cert), "key": str(cert)}})
+    with pytest.raises(BridgeError) as caught:
+        tls_context(config.listen.tls)
+    assert str(caught.value) == (
+        "listen.tls: cannot load certificate or key "
+        f"(not a PEM certificate chain and its key: {cert}, {cert})"
+    )
