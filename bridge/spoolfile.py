@@ -151,7 +151,7 @@ class SpoolFile:
     def _quick_check(self) -> tuple[str, str] | None:
         # Its own short-lived connection, off the spool's thread (commits go on meanwhile),
         # and with no page cache that could hide what is on disk now.
-        checker = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        checker = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             problem = spoolhealth.quick_check(checker)
         finally:
