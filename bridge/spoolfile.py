@@ -135,7 +135,16 @@ class SpoolFile:
             return
         if self.damage is None:
             found = await self._run(self._watch.check)
-            if found is None and time.monotonic() >= self._next_quick_check:
+            if found is not None and found[0] == spoolhealth.TRUNCATED:
+                # SQLite shortens the file itself after a VACUUM, at a later checkpoint: only
+                # shorter *and* unsound is a truncation.
+                problem = await asyncio.to_thread(self._quick_check)
+                if problem is None:
+                    await self._run(self._watch.remember)
+                    found = None
+                else:
+                    found = (spoolhealth.TRUNCATED, f"{found[1]}; {problem[1]}")
+            elif found is None and time.monotonic() >= self._next_quick_check:
                 started = time.monotonic()
                 found = await asyncio.to_thread(self._quick_check)
                 # A cheap cadence: quick_check reads the whole file, so at most ~5% of the time.
