@@ -19,16 +19,19 @@ h1{font-size:1.3rem;margin:0 0 .3rem} p.meta{color:#5f6368;margin:0 0 1rem;font-
 table{border-collapse:collapse;width:100%} th,td{border:1px solid #dadce0;padding:.4rem .6rem;
 text-align:left;vertical-align:top;font-size:.9rem} th{background:#f1f3f4}
 td.state{color:#fff;font-weight:600;white-space:nowrap}
-ul{margin:0;padding-left:1.1rem} .why{color:#5f6368;font-size:.8rem}
+ul{margin:0;padding-left:1.1rem} ul.subs{list-style:none;padding-left:0}
+.why{color:#5f6368;font-size:.8rem}
 """ + "".join(
-    f".s-{name}{{background:{colour};color:#fff}} .dot-{name}{{color:{colour}}}\n"
+    f".s-{name}{{background:{colour};color:#fff}} .b-{name}{{border-left:6px solid {colour}}}"
+    f" .dot-{name}{{color:{colour}}}\n"
     for name, colour in COLOURS.items()
 )
 
 
 def _cell(status: str, content: str, klass: str = "", fill: bool = False) -> str:
-    """A <td> that carries its state as data-status (and its colour when filled or not green)."""
-    coloured = f"s-{status}" if fill or status != "green" else ""
+    """A <td> that carries its state as data-status: filled with its colour, or (for a detail
+    cell that is not green) marked by a coloured left border, so its text stays readable."""
+    coloured = f"s-{status}" if fill else f"b-{status}" if status != "green" else ""
     classes = " ".join(c for c in (klass, coloured) if c)
     return f'<td class="{classes}" data-status="{status}">{content}</td>'
 
@@ -49,10 +52,11 @@ def _subscriptions(office: Mapping[str, Any]) -> str:
             if s["lag_s"] is not None:
                 text += f": lag {duration(s['lag_s'])}"
             if s["failures"]:
-                text += f", {s['failures']} failures"
+                n = s["failures"]
+                text += f", {n} failed deliver{'y' if n == 1 else 'ies'}"
         note = f' <span class="why">{escape(s["note"])}</span>' if s["note"] else ""
         items.append(f'<li data-sub="{escape(s["name"])}">{_dot(s["status"])}{text}{note}</li>')
-    return f"<ul>{''.join(items)}</ul>" if items else "-"
+    return f'<ul class="subs">{"".join(items)}</ul>' if items else "-"
 
 
 def _events(office: Mapping[str, Any]) -> str:
@@ -102,6 +106,7 @@ def render(doc: Mapping[str, Any], refresh_s: int = 10) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{refresh_s}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>od-bridge status: {_WORD[doc["status"]]}</title>
 <style>{_STYLE}</style></head>
 <body data-status="{doc["status"]}">
