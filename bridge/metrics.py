@@ -16,22 +16,10 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import __version__
-from .opendental import KNOWN_TABLES, UNKNOWN
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # `_created` series double the output and nobody graphs them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
-
-# Label values never come from what a sender invents: the types the bridge knows keep their
-# name, every other one shares `other` (so no sender can grow /metrics without bound).
-_KNOWN_TYPES = frozenset(t.name for t in KNOWN_TABLES) | {UNKNOWN}
-OTHER_TYPE = "other"
-
-
-def type_label(name: str) -> str:
-    """The `type` label value for an event type name: itself if the bridge knows it, else other."""
-    return name if name in _KNOWN_TYPES else OTHER_TYPE
-
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 

@@ -29,7 +29,7 @@ from .errors import (
     Unavailable,
 )
 from .health import Health
-from .metrics import Metrics, type_label
+from .metrics import Metrics
 from .ops import Ops, add_routes
 from .publisher import Publisher
 from .responses import (
@@ -312,7 +312,7 @@ class Receiver:
         except (PublishError, SpoolError) as exc:
             raise Unavailable("the broker cannot take events right now; retry later") from exc
         self.metrics.confirm_seconds.observe(time.perf_counter() - confirm_started)
-        self.health.event(customer.name, type_label(table.name))
+        self.health.event(customer.name, labels["type"])
         if confirmed and messages:  # spooled rows are counted by the outbox
             self._counters(customer.name, labels["type"], "200")[1].inc(len(messages))
         if log.isEnabledFor(logging.DEBUG):

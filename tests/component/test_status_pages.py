@@ -124,3 +124,23 @@ async def test_spooled_rows_show_their_age_in_metrics_and_status(tmp_path: Any) 
         assert "oldest spooled row 17 min old" in doc["offices"][0]["reasons"]
     finally:
         await service.spool.close()
+
+
+async def test_last_event_per_type_keeps_invented_type_names_in_one_label(
+    aiohttp_client: Any,
+) -> None:
+    client = await aiohttp_client(build_app(config(), InMemoryPublisher()))
+    appt = sample("appointment")
+    assert (await client.post("/apievents", data=body_bytes(appt), headers=appt["headers"])).ok
+    for invented in ("Commlog", "Xyzzy1", "Xyzzy2"):
+        headers = {"Authorization": TEST_KEY, "Event-Type": f"WatchTable: {invented}"}
+        resp = await client.post("/apievents", data=b'[{"Num": 1}]', headers=headers)
+        assert resp.status == 200, await resp.text()
+    text = await (await client.get("/metrics")).text()
+    found = re.findall(r"^od_bridge_last_event_timestamp_seconds\{([^}]*)\} ", text, re.M)
+    assert sorted(found) == [
+        'customer="main-office",type="Appointment"',
+        'customer="main-office",type="other"',
+    ]
+    doc = await (await client.get("/status.json")).json()
+    assert set(doc["offices"][0]["events"]) == {"Appointment", "other"}

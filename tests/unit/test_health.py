@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config_loader import parse
 from bridge.health import AMBER, GREEN, RED, Health, silent_after_s
-from bridge.metrics import Metrics, type_label
+from bridge.metrics import Metrics
 
 CHICAGO = ZoneInfo("America/Chicago")
 URL = "http://127.0.0.1:8080/apievents"
@@ -136,18 +136,6 @@ def test_an_unmanaged_twin_to_our_url_counts_as_present_and_a_foreign_one_does_n
     subs = health.subscriptions["main-office"]
     assert subs[("db", "Appointment")].present
     assert not subs[("db", "Patient")].present
-
-
-def test_last_event_per_bounded_type() -> None:
-    health = Health(CONFIG, clock=lambda: 1234.0)
-    health.event("main-office", type_label("Appointment"))
-    for invented in ("Commlog", "X1", "Y2"):
-        health.event("main-office", type_label(invented))
-    got = samples(health)
-    key = "od_bridge_last_event_timestamp_seconds"
-    assert got[(key, labels(customer="main-office", type="Appointment"))] == 1234
-    assert got[(key, labels(customer="main-office", type="other"))] == 1234
-    assert len([k for k in got if k[0] == key]) == 2
 
 
 def test_process_and_gc_collectors_are_on_the_bridge_registry() -> None:
