@@ -31,14 +31,19 @@ def tls_context(tls: Tls | None) -> ssl.SSLContext | None:
     return context
 
 
-def cannot_listen(host: str, port: int, exc: OSError) -> str:
+def cannot_listen(host: str, port: int, exc: OSError, setting: str = "") -> str:
     """One sentence for a failed bind, without asyncio's wrapper text around the reason."""
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return f"cannot listen on {host}:{port}: {reason}"
+    if isinstance(exc, socket.gaierror) or not exc.errno:  # its errno is no OS error number
+        reason = exc.strerror or str(exc)
+    else:
+        reason = os.strerror(exc.errno)
+    return f"{setting}{': ' if setting else ''}cannot listen on {host}:{port}: {reason}"
 
 
-async def bind(host: str, port: int) -> list[socket.socket]:
+async def bind(host: str, port: int, setting: str = "") -> list[socket.socket]:
     """Sockets bound to every address of `host` (not listening yet: nothing is served early).
+
+    `setting` names the configuration key in the error when it is not the main listener.
 
     Binding here, rather than in aiohttp's TCPSite, lets a busy port fail the start before the
     spool or the broker connection exist; `web.SockSite` serves the sockets at the end.
@@ -48,7 +53,7 @@ async def bind(host: str, port: int) -> list[socket.socket]:
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as exc:
-        raise BridgeError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise BridgeError(cannot_listen(host, port, exc, setting)) from exc
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
@@ -62,5 +67,5 @@ async def bind(host: str, port: int) -> list[socket.socket]:
     except OSError as exc:
         for sock in sockets:
             sock.close()
-        raise BridgeError(cannot_listen(host, port, exc)) from exc
+        raise BridgeError(cannot_listen(host, port, exc, setting)) from exc
     return sockets

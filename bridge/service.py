@@ -133,7 +133,7 @@ class Service:
             )
             sockets = await bind(listen.host, listen.port)
             admin = self.config.admin.address
-            admin_sockets = await bind(*admin) if admin is not None else []
+            admin_sockets = await bind(*admin, "admin.listen") if admin is not None else []
             for sock in (*sockets, *admin_sockets):
                 stack.callback(sock.close)
             if self.spool is not None:

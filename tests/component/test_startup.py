@@ -13,6 +13,7 @@ import pytest
 
 from bridge.config_loader import load
 from bridge.errors import SpoolError
+from bridge.listener import cannot_listen
 from bridge.service import Service
 from bridge.spool import lock_file
 
@@ -109,3 +110,22 @@ async def test_a_failed_start_unwinds_what_it_built(tmp_path: Path, locked_spool
         again.bind(("127.0.0.1", port))
     assert asyncio.all_tasks() == {asyncio.current_task()}
     await service.stop()  # nothing to unwind: a no-op
+
+
+def test_busy_admin_port(tmp_path: Path, busy_port: int) -> None:
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + f"admin: {{listen: '127.0.0.1:{busy_port}'}}\n")
+    run = od_bridge("serve", "-c", str(config))
+    assert (run.returncode, run.stdout) == (1, "")
+    assert run.stderr.splitlines() == [
+        f"error: admin.listen: cannot listen on 127.0.0.1:{busy_port}: Address already in use"
+    ]
+
+
+def test_a_host_that_does_not_resolve_reads_plainly() -> None:
+    # Without a DNS lookup (slow or absent on a CI host): the sentence for getaddrinfo's error,
+    # whose errno is no OS error number ("Unknown error -2" before).
+    error = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert cannot_listen("no-such-host", 80, error) == (
+        "cannot listen on no-such-host:80: Name or service not known"
+    )
