@@ -88,6 +88,9 @@ class Listen(_Model):
     shutdown_grace_s: float = Field(5.0, ge=0, le=300)
     tls: Tls | None = None
     auth_failure_limit: AuthFailureLimit | None = AuthFailureLimit()
+    # durable: ready while a request can be made durable (broker or spool); broker: only while
+    # a publish can be confirmed, so a balancer prefers replicas that reach RabbitMQ.
+    ready_when: Literal["durable", "broker"] = "durable"
 
     @field_validator("path")
     @classmethod
@@ -100,7 +103,10 @@ class Listen(_Model):
 class Amqp(_Model):
     """The RabbitMQ broker and how messages are routed and confirmed."""
 
-    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # One URL, or a list of a cluster's node URLs (tried in shuffled order, any one will do).
+    url: SecretStr | tuple[SecretStr, ...] = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    connection_name: str | None = None  # default: od-bridge@<host name>
+    unrouted_queue_type: Literal["quorum", "classic"] = "quorum"
     exchange_prefix: str = "opendental"
     routing_key: str = "{customer}.{clinic}.{workstation}"
     unrouted_max_length: int = Field(100_000, ge=1)
@@ -132,10 +138,20 @@ class Amqp(_Model):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
-        if urlsplit(value.get_secret_value()).scheme not in ("amqp", "amqps"):
-            raise ValueError("must be an amqp:// or amqps:// URL")
+    def _url(cls, value: SecretStr | tuple[SecretStr, ...]) -> SecretStr | tuple[SecretStr, ...]:
+        urls = value if isinstance(value, tuple) else (value,)
+        if not urls:
+            raise ValueError("give at least one amqp:// or amqps:// URL")
+        for url in urls:
+            if urlsplit(url.get_secret_value()).scheme not in ("amqp", "amqps"):
+                raise ValueError("must be amqp:// or amqps:// URLs")
         return value
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every broker URL, as configured (one, or a cluster's nodes)."""
+        urls = self.url if isinstance(self.url, tuple) else (self.url,)
+        return tuple(u.get_secret_value() for u in urls)
 
 
 class Spool(_Model):

@@ -107,9 +107,24 @@ class Unavailable(RequestError):
 class PublishError(BridgeError):
     """The broker did not confirm a message (nack, return, timeout or closed channel)."""
 
-    def __init__(self, reason: str, confirmed: int = 0) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        unconfirmed: tuple[int, ...] | None = None,
+        returned: frozenset[int] = frozenset(),
+        cause: str = "disconnected",
+    ) -> None:
         super().__init__(reason)
-        self.confirmed = confirmed  # how many leading messages were confirmed before it failed
+        # Positions (in the list given to publish) of the rows not confirmed; None: all of
+        # them. Rows not listed were confirmed and must not be sent again.
+        self.unconfirmed = unconfirmed
+        self.returned = returned  # of those, the ones RabbitMQ returned (no route), not failed
+        self.cause = cause  # returned | nacked | timeout | disconnected
+
+    def pending(self, count: int) -> tuple[int, ...]:
+        """Positions of the unconfirmed rows among `count` given."""
+        return tuple(range(count)) if self.unconfirmed is None else self.unconfirmed
 
 
 class SpoolError(BridgeError):

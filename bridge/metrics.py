@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Enum,
     Gauge,
     GCCollector,
     Histogram,
@@ -64,6 +65,19 @@ class Metrics:
         self.rows_drained = Counter(
             "od_bridge_rows_drained_total",
             "Spooled rows republished and confirmed by the broker.",
+            registry=r,
+        )
+        self.spool_fallbacks = Counter(
+            "od_bridge_spool_fallbacks_total",
+            "Requests whose rows went to the spool, by cause (returned, nacked, timeout, "
+            "disconnected).",
+            ["cause"],
+            registry=r,
+        )
+        self.spool_fallback_cause = Enum(
+            "od_bridge_spool_fallback_cause",
+            "Why rows last went to the spool instead of the broker.",
+            states=["none", "returned", "nacked", "timeout", "disconnected"],
             registry=r,
         )
         self.spool_depth = Gauge(

@@ -22,10 +22,18 @@ SPOOL_RETRY_MAX_S = 10.0  # a spool that cannot delete or read: retry at most th
 class Outbox:
     """A Publisher that never answers 'confirmed' on hope: broker confirm, or spool commit."""
 
-    def __init__(self, publisher: Publisher, spool: Spool | None, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        spool: Spool | None,
+        metrics: Metrics,
+        *,
+        ready_when: str = "durable",
+    ) -> None:
         self.publisher = publisher
         self.spool = spool
         self.metrics = metrics
+        self.ready_when = ready_when  # durable: broker or spool; broker: the broker only
         self.wake = asyncio.Event()  # set when the drainer has something to do
         self.spooling = False  # True from the first spooled row until the spool is empty again
 
@@ -46,15 +54,32 @@ class Outbox:
         """True when a request can be made durable now (broker up, or room in the spool)."""
         return self._refusal() is None
 
+    @property
+    def reachable(self) -> bool:
+        """True while the broker is worth trying."""
+        return self.publisher.reachable
+
+    @property
+    def last_failure(self) -> str | None:
+        """Why the broker last failed to confirm."""
+        return self.publisher.last_failure
+
     def state(self) -> dict[str, Any]:
-        """What /readyz reports: ready, broker state, spool depth, and why not when not."""
+        """What /readyz reports: ready, broker state, spool depth, and why not when not.
+
+        `broker: connected` only while a publish can be confirmed (the last one was), not
+        merely while a TCP connection exists. With `listen.ready_when: broker` a replica
+        that cannot confirm is not ready, so a balancer sends the traffic elsewhere.
+        """
         refusal = self._refusal()
+        if refusal is None and self.ready_when == "broker" and not self.publisher.ready:
+            refusal = "broker cannot confirm (listen.ready_when: broker)"
         state: dict[str, Any] = {
             "ready": refusal is None,
             "broker": "connected" if self.publisher.ready else "disconnected",
             "spool": "disabled" if self.spool is None else self.spool.size,
         }
-        if refusal is not None and self.spool is not None:
+        if refusal is not None and (self.spool is not None or self.ready_when == "broker"):
             state["reason"] = refusal
         problem = getattr(self.publisher, "problem", None)
         if problem and not self.publisher.ready:
@@ -73,17 +98,28 @@ class Outbox:
         if spool.size == 0 and self.spooling:
             self.spooling = False
             log.info("spool drained; publishing directly again")
+        rows = messages
         if spool.size == 0 and self.publisher.ready:
             try:
                 return await self.publisher.publish(messages)
             except PublishError as exc:
-                if not self.spooling:  # one line per outage, not one per request
-                    log.warning("broker did not confirm; spooling", extra={"error": str(exc)})
+                # Only what the broker did not confirm: confirmed rows are never sent twice.
+                rows = [messages[i] for i in exc.pending(len(messages))]
+                self._fallback(exc.cause, str(exc))
+        else:
+            self._fallback(self.publisher.last_failure or "disconnected", "")
         self.spooling = True
-        await spool.append(messages)
-        self.metrics.rows_spooled.inc(len(messages))
+        await spool.append(rows)
+        self.metrics.rows_spooled.inc(len(rows))
         self.wake.set()
         return False
+
+    def _fallback(self, cause: str, error: str) -> None:
+        """Count why rows went to the spool; one log line per outage, not one per request."""
+        self.metrics.spool_fallbacks.labels(cause).inc()
+        self.metrics.spool_fallback_cause.state(cause)
+        if not self.spooling:
+            log.warning("broker did not confirm; spooling", extra={"cause": cause, "error": error})
 
 
 class Drainer:
@@ -109,14 +145,14 @@ class Drainer:
         self.drained = 0
         self.idle = asyncio.Event()  # set while the spool is empty and the drainer waits
         self._drained_when_idle = 0  # `drained` when the spool was last found empty
-        # Rows first..last confirmed by the broker whose delete has not committed (a full
-        # disk): the delete is retried, and they are never published again meanwhile.
-        self._undeleted: tuple[int, int] | None = None
+        # Runs first..last of rows confirmed by the broker whose delete has not committed (a
+        # full disk): the delete is retried, and they are never published again meanwhile.
+        self._undeleted: list[tuple[int, int]] = []
         self._spool_failing = False  # a spool failure is logged once, not once per retry
 
     async def run_once(self) -> int:
         """Publish and delete one batch; the number of rows drained (0 if empty)."""
-        if self._undeleted is not None:
+        if self._undeleted:
             await self._delete_published()
         rows = await self.spool.peek(self._size)
         if not rows:
@@ -124,38 +160,53 @@ class Drainer:
         try:
             await self.publisher.publish([message for _, message in rows])
         except PublishError as exc:
-            # Keep what was confirmed (progress even on a slow broker) and try smaller batches.
-            await self._forget(rows[: exc.confirmed])
+            # Delete every row that was confirmed, not only those before the first failure:
+            # a retried batch must not publish confirmed rows again (duplicate storms).
+            await self._forget(rows, set(exc.pending(len(rows))))
             self._size = max(self._size // 2, 10)
             raise
-        await self._forget(rows)
+        await self._forget(rows, set())
         self._size = min(self._size * 2, self.batch)
         return len(rows)
 
-    async def _forget(self, rows: list[tuple[int, Message]]) -> None:
-        if not rows:
+    async def _forget(self, rows: list[tuple[int, Message]], unconfirmed: set[int]) -> None:
+        """Count the confirmed rows as drained and delete them, one run of seqs at a time."""
+        confirmed = len(rows) - len(unconfirmed)
+        if not confirmed:
             return
-        self.drained += len(rows)  # confirmed by the broker: drained, deleted or not yet
-        self.metrics.rows_drained.inc(len(rows))
-        self._undeleted = (rows[0][0], rows[-1][0])
+        self.drained += confirmed  # confirmed by the broker: drained, deleted or not yet
+        self.metrics.rows_drained.inc(confirmed)
+        # Rows next to each other in a peek are next to each other in the spool: a run of
+        # confirmed positions is one range of sequence numbers to delete.
+        start: int | None = None
+        for index, (seq, _) in enumerate(rows):
+            if index in unconfirmed:
+                if start is not None:
+                    self._undeleted.append((start, rows[index - 1][0]))
+                    start = None
+            elif start is None:
+                start = seq
+        if start is not None:
+            self._undeleted.append((start, rows[-1][0]))
         await self._delete_published()
 
     async def _delete_published(self) -> None:
-        """Delete the published rows; on a full disk in ever smaller transactions."""
-        assert self._undeleted is not None
-        first, last = self._undeleted
-        step = last - first + 1
-        while first <= last:
-            end = min(first + step - 1, last)
-            try:
-                await self.spool.delete(first, end)
-            except SpoolFull:
-                if step <= 10:
-                    raise
-                step //= 2  # a smaller delete writes fewer pages: it may fit where this did not
-                continue
-            first = end + 1
-            self._undeleted = (first, last) if first <= last else None
+        """Delete the published runs; on a full disk in ever smaller transactions."""
+        while self._undeleted:
+            first, last = self._undeleted[0]
+            step = last - first + 1
+            while first <= last:
+                end = min(first + step - 1, last)
+                try:
+                    await self.spool.delete(first, end)
+                except SpoolFull:
+                    if step <= 10:
+                        raise
+                    step //= 2  # a smaller delete writes fewer pages: it may fit where this did not
+                    continue
+                first = end + 1
+                self._undeleted[0] = (first, last)
+            self._undeleted.pop(0)
 
     async def drain(self, deadline_s: float | None = None) -> int:
         """Drain until empty, a failure, or the deadline; rows drained."""
@@ -185,7 +236,7 @@ class Drainer:
                 self.idle.clear()
             # Publishing into a blocked or absent connection only piles up frames that will
             # all time out: wait for the broker instead.
-            if self.publisher.ready:
+            if self.publisher.reachable:
                 try:
                     await self.run_once()
                     backoff, spool_backoff = 0.1, 0.5

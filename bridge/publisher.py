@@ -1,4 +1,4 @@
-"""Publisher protocol; AmqpPublisher (topology, confirms, deadlines) and InMemoryPublisher."""
+"""Publisher protocol; AmqpPublisher (any node of a cluster, confirms, deadlines) and a fake."""
 
 from __future__ import annotations
 
@@ -19,12 +19,29 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from . import broker_errors
-from .amqp_fast import VERIFIED_WITH, BatchPublisher, Outcome, connection_blocked, self_check
+from . import topology
+from .amqp_fast import (
+    VERIFIED_WITH,
+    BatchPublisher,
+    Outcome,
+    connection_blocked,
+    is_returned,
+    self_check,
+)
+from .broker import Unreachable, connect_any, connection_name, shuffled, where
+from .broker_errors import reason, safe_url
 from .config import Amqp
 from .errors import PublishError
-from .events import APP_ID, CONTENT_TYPE, Message, exchange_name
-from .opendental import KNOWN_TABLES
+from .events import APP_ID, CONTENT_TYPE, Message
+from .topology import declare_event_exchange
+
+__all__ = [
+    "BROKER_ERRORS",
+    "AmqpPublisher",
+    "InMemoryPublisher",
+    "Publisher",
+    "declare_event_exchange",
+]
 
 log = logging.getLogger("od_bridge.publisher")
 
@@ -40,8 +57,18 @@ class Publisher(Protocol):
     """Takes messages and returns only once every one of them is confirmed, else raises."""
 
     @property
+    def last_failure(self) -> str | None:
+        """Why the last publish failed: returned, nacked, timeout or disconnected."""
+        ...
+
+    @property
     def ready(self) -> bool:
         """True while messages can be confirmed right now."""
+        ...
+
+    @property
+    def reachable(self) -> bool:
+        """True while worth trying (connected), even if the last publish failed."""
         ...
 
     async def publish(self, messages: Sequence[Message]) -> bool:
@@ -59,15 +86,22 @@ class InMemoryPublisher:
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.fail: bool = False
+        self.last_failure: str | None = None
 
     @property
     def ready(self) -> bool:
         """True unless told to fail."""
         return not self.fail
 
+    @property
+    def reachable(self) -> bool:
+        """True unless told to fail."""
+        return not self.fail
+
     async def publish(self, messages: Sequence[Message]) -> bool:
         """Keep the messages, or raise PublishError when `fail` is set."""
         if self.fail:
+            self.last_failure = "disconnected"
             raise PublishError("in-memory publisher told to fail")
         self.messages.extend(messages)
         return True
@@ -86,103 +120,113 @@ def amqp_message(message: Message) -> aio_pika.Message:
     )
 
 
-async def declare_event_exchange(
-    channel: aio_pika.abc.AbstractChannel, prefix: str, name: str
-) -> aio_pika.abc.AbstractExchange:
-    """A per-type exchange as od-bridge declares it: durable topic, `{prefix}.unrouted` as its
-    alternate exchange. Declare it only this way — RabbitMQ refuses other arguments."""
-    return await channel.declare_exchange(
-        name,
-        aio_pika.ExchangeType.TOPIC,
-        durable=True,
-        arguments={"alternate-exchange": f"{prefix}.unrouted"},
-    )
-
-
 class AmqpPublisher:
-    """Publishes to RabbitMQ with confirms and `mandatory`, declaring the topology it needs."""
+    """Publishes to RabbitMQ with confirms and `mandatory`, on any node of the cluster.
+
+    One connection at a time, owned here rather than by aio-pika's robust connection (which
+    knows one URL): when it is lost, a supervisor reconnects to any reachable node (URLs in
+    shuffled order, tenacity's jittered backoff, capped) and declares the topology again.
+    After a nack or a confirm timeout the channel is replaced: RabbitMQ 3.10 can keep
+    nacking a channel whose quorum-queue leader died, while fresh channels are acked.
+    """
 
     use_fast_path = True  # False: always aio-pika's public per-message path (tests run both)
 
-    def __init__(self, settings: Amqp, *, connection_name: str = "od-bridge") -> None:
+    def __init__(self, settings: Amqp, *, role: str = "") -> None:
         self.settings = settings
         self.prefix = settings.exchange_prefix
-        self._connection_name = connection_name
-        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._channel: aio_pika.abc.AbstractRobustChannel | None = None
-        self._declared: set[str] = set()
-        self._clashes: set[str] = set()  # exchanges RabbitMQ refused to declare (logged once)
-        self._declare_lock = asyncio.Lock()
-        self._window = asyncio.Semaphore(settings.max_in_flight)
-        self.connected = asyncio.Event()  # set while connected
-        self.lost = asyncio.Event()  # set while the connection is down (after a first connect)
-        self.on_ready: list[Callable[[], object]] = []  # called on every (re)connect
-        self._batch = BatchPublisher(self._window)
-        self._connector: asyncio.Task[None] | None = None
-        self.problem: str | None = None  # why the last connect failed (for /readyz), else None
-        self._closing = False  # our own close: the connection loss is no news
-        self._probe: aio_pika.abc.AbstractChannel | None = None  # for metrics RPCs only
-        # The fast path's self-check verdict: None until decided on a live channel.
-        self.fast: bool | None = None if self.use_fast_path else False
+        self.name = connection_name(settings.connection_name, role)
+        self._urls = shuffled(settings.urls)
+        self._node = -1  # index in _urls of the current (or last) node
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
         self._underlay: Any = None  # the aiormq channel under self._channel, once fetched
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}  # public path's handles
+        self._declared: set[str] = set()  # exchanges declared on this connection
+        self._used: set[str] = set(topology.base_exchanges(self.prefix))  # re-declared on connect
+        self._clashes: set[str] = set()  # exchanges RabbitMQ refused to declare (logged once)
+        self._declare_lock = asyncio.Lock()
+        self._renew_lock = asyncio.Lock()
+        self._window = asyncio.Semaphore(settings.max_in_flight)
+        self._batch = BatchPublisher(self._window)
+        # The fast path's self-check verdict: None until decided on a live channel.
+        self.fast: bool | None = None if self.use_fast_path else False
+        self.connected = asyncio.Event()  # set while connected
+        self.lost = asyncio.Event()  # set while the connection is down (after a first connect)
+        self._gone = asyncio.Event()  # the supervisor's cue to reconnect
+        self.on_ready: list[Callable[[], object]] = []  # called on every (re)connect
+        self.confirming = False  # the last publish was confirmed (or none failed since connect)
+        self.last_failure: str | None = None  # returned | nacked | timeout | disconnected
+        self._supervisor: asyncio.Task[None] | None = None
+        self._unrouted: asyncio.Task[None] | None = None
+        self._closing = False  # our own close: the connection loss is no news
+        self._probe: aio_pika.abc.AbstractChannel | None = None  # for metrics RPCs only
+        self.problem: str | None = None  # why the last connect failed (for /readyz), else None
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self, *, wait: bool = True) -> None:
-        """Connect and declare the topology; if the broker is down, retry in the background."""
+        """Connect and declare the topology; if no node answers, retry in the background.
+
+        Raises UnroutedTypeMismatch (a configuration problem) whatever `wait` says.
+        """
         try:
-            await self._connect()
-        except Exception as exc:  # any failure to connect means "try again later", never a crash
-            why = self._failed(exc, "broker unreachable at start; retrying")
+            await self._connect(strict=True)
+        except topology.UnroutedTypeMismatch:
+            await self.close()
+            raise
+        except Exception as exc:  # any failure to connect means "try again later"
+            url, why = self._failed(exc, "broker unreachable at start; retrying")
             if wait:
-                raise PublishError(f"cannot reach RabbitMQ at {self._url}: {why}") from exc
-            self._connector = asyncio.create_task(self._connect_forever(), name="amqp-connect")
-        else:
-            self._connected_log()
+                await self.close()
+                raise PublishError(f"cannot reach RabbitMQ at {url}: {why}") from exc
+            self._gone.set()
+        self._supervisor = asyncio.create_task(self._supervise(), name="amqp-connection")
 
-    @property
-    def _url(self) -> str:
-        return broker_errors.safe_url(self.settings.url.get_secret_value())
-
-    def _failed(self, exc: BaseException, message: str) -> str:
-        """Log a failed connect with its reason (again only when the reason changes)."""
-        why = broker_errors.reason(exc, self.settings.url.get_secret_value())
-        if why != self.problem:
-            log.warning(message, extra={"url": self._url, "reason": why})
-        self.problem = why
-        return why
-
-    def _connected_log(self) -> None:
-        self.problem = None
-        log.info("connected to broker", extra={"url": self._url})
-
-    async def _connect_forever(self) -> None:
-        delay = 0.2
+    async def _supervise(self) -> None:
+        """Forever: wait for the connection to go, then reconnect to any node."""
         while True:
-            await asyncio.sleep(delay)
-            try:
-                await self._connect()
-            except Exception as exc:  # task boundary: keep trying whatever the broker did
-                delay = min(delay * 2, 5.0)
-                self._failed(exc, "broker still unreachable")
-            else:
-                self._connected_log()
-                return
+            await self._gone.wait()
+            retrying = AsyncRetrying(
+                wait=wait_random_exponential(multiplier=0.1, max=5.0),
+                retry=retry_if_exception_type(Exception),
+            )
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        await self._connect(strict=False)
+                    except Exception as exc:
+                        self._failed(exc, "broker still unreachable")
+                        raise
 
-    async def _connect(self) -> None:
-        url = self.settings.url.get_secret_value()
-        connection = await aio_pika.connect_robust(
-            url,
-            timeout=10,
+    def _failed(self, exc: BaseException, message: str) -> tuple[str, str]:
+        """Log a failed connect with where and why (again only when the reason changes)."""
+        if isinstance(exc, Unreachable):
+            url, why = exc.url, exc.reason
+        else:  # the node answered, then the channel or the topology failed
+            node = self._urls[max(self._node, 0)]
+            url, why = safe_url(node), reason(exc, node)
+        if why != self.problem:
+            log.warning(message, extra={"url": url, "reason": why})
+        self.problem = why
+        return url, why
+
+    async def _connect(self, *, strict: bool) -> None:
+        connection, index = await connect_any(
+            self._urls,
+            name=self.name,
             heartbeat=self.settings.heartbeat_s,
-            reconnect_interval=1,
-            client_properties={"connection_name": self._connection_name},
+            first=self._node + 1,  # after a loss, the next node first
         )
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await self._declare_base(channel)
+            await topology.declare_unrouted_exchange(channel, self.prefix)
+            self._declared = set()
+            for name in sorted(self._used):
+                await self._declare_exchange(channel, name)
             if self.fast is None:
                 await self._check_fast_path(channel)
+            # At start a clash of the queue's type is an error to show; later it is logged.
+            declared = strict and await self._declare_unrouted(connection, limit_s=5.0)
         except aio_pika.exceptions.ChannelPreconditionFailed:
             await connection.close()
             # Not a broker outage: our topology clashes with what exists. Say what to do; the
@@ -195,49 +239,113 @@ class AmqpPublisher:
             )
             raise
         except BaseException:
-            await connection.close()
+            await _quietly(connection.close())
             raise
+        self._gone.clear()
         connection.close_callbacks.add(self._on_close)
-        connection.reconnect_callbacks.add(self._on_reconnect)
-        self._connection, self._channel = connection, channel
-        self._exchanges.clear()  # handles of the old channel
-        self._up()
-
-    def _up(self) -> None:
+        self._connection, self._channel, self._node = connection, channel, index
+        self._underlay = None
+        self._exchanges.clear()
+        if not declared:
+            self._background_unrouted(connection)
+        self.confirming = True
+        self.problem = None
         self.lost.clear()
         self.connected.set()
+        log.info("connected to broker", extra={"url": safe_url(self._urls[index])})
         for callback in self.on_ready:
             callback()
 
-    def _on_close(self, *_: object) -> None:
+    async def _declare_unrouted(
+        self, connection: aio_pika.abc.AbstractConnection, limit_s: float
+    ) -> bool:
+        """Declare `{prefix}.unrouted` on a channel of its own; False while it is unavailable."""
+        try:
+            async with asyncio.timeout(limit_s):
+                channel = await connection.channel()
+                try:
+                    await topology.declare_unrouted_queue(channel, self.settings)
+                finally:
+                    await _quietly(channel.close())
+        except (topology.UnroutedTypeMismatch, aio_pika.exceptions.ChannelPreconditionFailed):
+            raise
+        except Exception as exc:  # home node down, no quorum yet: publishing goes on
+            log.warning(
+                "the unrouted queue is unavailable; declaring it again in the background",
+                extra={"queue": f"{self.prefix}.unrouted", "error": type(exc).__name__},
+            )
+            return False
+        return True
+
+    def _background_unrouted(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        if self._unrouted is not None and not self._unrouted.done():
+            self._unrouted.cancel()
+        self._unrouted = asyncio.create_task(
+            self._keep_declaring_unrouted(connection), name="amqp-unrouted"
+        )
+
+    async def _keep_declaring_unrouted(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        """Declare the unrouted queue until it works (or this connection goes)."""
+        delay = 0.5
+        while connection is self._connection:
+            try:
+                if await self._declare_unrouted(connection, limit_s=10.0):
+                    return
+            except (
+                topology.UnroutedTypeMismatch,
+                aio_pika.exceptions.ChannelPreconditionFailed,
+            ) as exc:
+                log.error("the unrouted queue cannot be declared", extra={"error": str(exc)})
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _on_close(self, sender: object, *_: object) -> None:
+        if sender is not self._connection:
+            return  # an old connection we already left
+        self._lose("connection to broker lost")
+
+    def _lose(self, why: str) -> None:
+        """The connection is gone (or unusable): publishing stops, the supervisor reconnects."""
+        connection, self._connection = self._connection, None
+        self._channel, self._underlay = None, None
         self.connected.clear()
         self.lost.set()
+        self.confirming = False
+        self.last_failure = "disconnected"
+        if connection is not None:
+            asyncio.get_running_loop().create_task(_quietly(connection.close()))
+            if not self._closing:
+                log.warning(why, extra={"node": where(self._urls[self._node])})
         if not self._closing:
-            log.warning("connection to broker lost")
-
-    def _on_reconnect(self, *_: object) -> None:
-        log.info("reconnected to broker")
-        self._up()
+            self._gone.set()
 
     async def close(self) -> None:
         """Close the connection (waiting publishes fail)."""
         self._closing = True
-        if self._connector is not None:
-            self._connector.cancel()
-            await asyncio.gather(self._connector, return_exceptions=True)
+        for task in (self._supervisor, self._unrouted):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._connection is not None:
-            await self._connection.close()
+            connection, self._connection = self._connection, None
+            await _quietly(connection.close())
         self.connected.clear()
 
     @property
+    def reachable(self) -> bool:
+        """True while connected and not blocked: worth publishing (it may still fail)."""
+        return self._connection is not None and self.connected.is_set() and not self.blocked
+
+    @property
     def ready(self) -> bool:
-        """True while the connection is up and not blocked (a publish can be confirmed now)."""
-        return (
-            self.connected.is_set()
-            and self._connection is not None
-            and not self._connection.is_closed
-            and not self.blocked
-        )
+        """True while a publish can be confirmed now: reachable, and the last one confirmed."""
+        return self.confirming and self.reachable
+
+    @property
+    def node(self) -> str | None:
+        """host:port of the node we are connected to, if any."""
+        return where(self._urls[self._node]) if self._connection is not None else None
 
     @property
     def blocked(self) -> bool:
@@ -246,49 +354,38 @@ class AmqpPublisher:
 
     async def unrouted_depth(self, timeout_s: float = 1.0) -> int | None:
         """Messages waiting in `{prefix}.unrouted`, or None when the broker cannot say now."""
-        if self._connection is None or not self.ready:
+        connection = self._connection
+        if connection is None or not self.ready:
             return None
         try:
             async with asyncio.timeout(timeout_s):
                 # A channel of its own: a failed RPC closes its channel, never the publishing one.
                 if self._probe is None or self._probe.is_closed:
-                    self._probe = await self._connection.channel()
+                    self._probe = await connection.channel()
                 queue = await self._probe.declare_queue(f"{self.prefix}.unrouted", passive=True)
         except Exception as exc:  # a metric must never fail the scrape
             log.debug("unrouted depth unavailable", extra={"error": type(exc).__name__})
+            self._probe = None
             return None
         count: int | None = queue.declaration_result.message_count
         return count
 
     # --- topology --------------------------------------------------------------------------
-    async def _declare_base(self, channel: aio_pika.abc.AbstractChannel) -> None:
-        unrouted = f"{self.prefix}.unrouted"
-        fanout = await channel.declare_exchange(
-            unrouted, aio_pika.ExchangeType.FANOUT, durable=True
-        )
-        queue = await channel.declare_queue(
-            unrouted,
-            durable=True,
-            arguments={"x-max-length": self.settings.unrouted_max_length},
-        )
-        await queue.bind(fanout, routing_key="#")
-        names = [exchange_name(self.prefix, t.kind, t.name) for t in KNOWN_TABLES]
-        names += [exchange_name(self.prefix, k, "Unknown") for k in ("db", "ui")]
-        for name in names:
-            await self._declare_exchange(channel, name)
-
     async def _declare_exchange(self, channel: aio_pika.abc.AbstractChannel, name: str) -> None:
         await declare_event_exchange(channel, self.prefix, name)
         self._declared.add(name)
+        self._used.add(name)
 
-    async def _ensure_exchanges(self, messages: Sequence[Message]) -> None:
+    async def _ensure_exchanges(
+        self, channel: aio_pika.abc.AbstractChannel, messages: Sequence[Message]
+    ) -> None:
         missing = {m.exchange for m in messages} - self._declared
-        if not missing or self._channel is None:
+        if not missing:
             return
         async with self._declare_lock:
             for name in sorted(missing - self._declared):
                 try:
-                    await self._declare_exchange(self._channel, name)
+                    await self._declare_exchange(channel, name)
                 except aio_pika.exceptions.ChannelPreconditionFailed:
                     if name not in self._clashes:  # once per exchange: it repeats every retry
                         self._clashes.add(name)
@@ -303,15 +400,20 @@ class AmqpPublisher:
 
     # --- publishing ------------------------------------------------------------------------
     async def publish(self, messages: Sequence[Message]) -> bool:
-        """Publish in order; retry the unconfirmed tail within the budget; else PublishError."""
-        pending = list(messages)
-        if not pending:
+        """Publish in order; retry only the unconfirmed rows within the budget; else PublishError.
+
+        A row confirmed by one attempt is never sent again: a retry carries only the rows
+        the broker did not confirm (nack, return, timeout, lost channel).
+        """
+        rows = list(messages)
+        if not rows:
             return True
         deadline = time.monotonic() + self.settings.retry_budget_s
+        positions = list(range(len(rows)))
         # The first try runs outside tenacity: building a retry controller per request cost
         # ~10 % of the CPU of a single-event request, and most requests need no retry.
-        pending, error = await self._attempt(pending, deadline)
-        if not pending:
+        failed = await self._try(rows, positions, deadline)
+        if not failed:
             return True
         await asyncio.sleep(random.uniform(0, 0.05))  # noqa: S311 - jitter, not crypto
         retrying = AsyncRetrying(
@@ -323,52 +425,93 @@ class AmqpPublisher:
         try:
             async for attempt in retrying:
                 with attempt:
-                    pending, error = await self._attempt(pending, deadline)
-                    if pending:
-                        raise PublishError(f"not confirmed: {type(error).__name__}") from error
+                    failed = await self._try(rows, [p for p, _ in failed], deadline)
+                    if failed:
+                        raise _failure(failed)
         except RetryError as exc:
-            cause = exc.last_attempt.exception()
-            confirmed = len(messages) - len(pending)
-            raise PublishError(str(cause) if cause else "not confirmed", confirmed) from cause
+            error = exc.last_attempt.exception()
+            assert isinstance(error, PublishError)
+            raise error from error.__cause__
         return True
 
-    async def _attempt(
-        self, pending: list[Message], deadline: float
-    ) -> tuple[list[Message], BaseException | None]:
-        """One try: publish all pending; return the tail from the first unconfirmed one on."""
+    async def _try(
+        self, rows: list[Message], positions: list[int], deadline: float
+    ) -> list[tuple[int, BaseException]]:
+        """One attempt at the rows at `positions`; those not confirmed, with why."""
+        pending = [rows[p] for p in positions]
+        outcomes = await self._attempt(pending, deadline)
+        failed = [(p, o) for p, o in zip(positions, outcomes, strict=True) if o is not None]
+        if not failed:
+            self.confirming = True
+            return failed
+        cause = _cause([o for _, o in failed])
+        self.last_failure = cause
+        if cause in ("nacked", "timeout"):
+            # RabbitMQ 3.10 may keep nacking this channel (a dead quorum-queue leader): use a
+            # fresh one. Not after a return: that is routing, the channel is fine.
+            self.confirming = False
+            await self._renew_channel()
+        elif cause == "disconnected":
+            self.confirming = False
+        return failed
+
+    async def _attempt(self, pending: list[Message], deadline: float) -> list[Outcome]:
+        """Publish every pending row once; each row's outcome (None when confirmed)."""
         remaining = max(deadline - time.monotonic(), 0.05)
         timeout = min(remaining, self.settings.confirm_timeout_s)
-        if self._channel is None:
-            return pending, PublishError("not connected to RabbitMQ")
+        if self._connection is None:
+            return [PublishError("not connected to RabbitMQ")] * len(pending)
         if self.blocked:
             # Frames sent now would wait behind the alarm and time out anyway.
-            return pending, PublishError("RabbitMQ has blocked publishing (resource alarm)")
+            error = PublishError("RabbitMQ has blocked publishing (resource alarm)")
+            return [error] * len(pending)
         channel: Any = self._underlay
         if (
             channel is None
             or channel.is_closed
-            or not self._channel.is_initialized
+            or self._channel is None
             or not self._declared.issuperset({m.exchange for m in pending})
         ):
-            # Slow path (first use, reconnect, a new type): declare and fetch the channel
+            # Slow path (first use, new channel, a new type): declare and fetch the channel
             # under the deadline. Otherwise nothing here would wait: skip the timer.
             try:
                 async with asyncio.timeout(timeout):
-                    await self._ensure_exchanges(pending)
+                    if self._channel is None or self._channel.is_closed:
+                        await self._renew_channel()
+                    assert self._channel is not None
+                    await self._ensure_exchanges(self._channel, pending)
                     channel = await self._channel.get_underlay_channel()
-            except BROKER_ERRORS as exc:
-                return pending, exc
+            except (*BROKER_ERRORS, AssertionError) as exc:
+                return [exc] * len(pending)
             self._underlay = channel
         if self.fast:
-            outcomes = await self._batch.publish(channel, pending, timeout)
-        else:
-            outcomes = await self._publish_public(pending, timeout)
-        for index, outcome in enumerate(outcomes):
-            if outcome is not None:
-                # Retry from the first failure on: later rows may be republished (duplicates are
-                # harmless, ids dedupe) but their last copies arrive in request order.
-                return pending[index:], outcome
-        return [], None
+            return await self._batch.publish(channel, pending, timeout)
+        return await self._publish_public(pending, timeout)
+
+    async def _renew_channel(self) -> None:
+        """Replace the publishing channel; if that fails, the connection is gone too."""
+        old, connection = self._channel, self._connection
+        async with self._renew_lock:
+            if self._channel is not old or connection is None:
+                return  # renewed meanwhile by a concurrent request
+            self._channel, self._underlay = None, None
+            self._exchanges.clear()
+            if old is not None and not old.is_closed:
+                # Closing fails the old channel's pending confirmations: their slots come back.
+                asyncio.get_running_loop().create_task(_quietly(old.close()))
+            try:
+                async with asyncio.timeout(self.settings.confirm_timeout_s):
+                    channel = await connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+            except BROKER_ERRORS:
+                # aio-pika's is_closed stays False after a server close or reset: a channel
+                # that cannot be opened is the sign. Reconnect, to any node.
+                if connection is self._connection:
+                    self._lose("connection to broker unusable")
+                return
+            if connection is self._connection:
+                self._channel = channel
 
     async def _check_fast_path(self, channel: aio_pika.abc.AbstractChannel) -> None:
         """Decide once, by behaviour, whether the batched path works with this aiormq."""
@@ -397,7 +540,52 @@ class AmqpPublisher:
         async with asyncio.timeout(limit), self._window:
             exchange = self._exchanges.get(message.exchange)
             if exchange is None:
-                assert self._channel is not None
+                if self._channel is None:
+                    raise PublishError("channel being replaced")
                 exchange = await self._channel.get_exchange(message.exchange, ensure=False)
                 self._exchanges[message.exchange] = exchange
             await exchange.publish(amqp_message(message), message.routing_key, mandatory=True)
+
+
+def _refused(outcome: BaseException) -> bool:
+    """The row cannot be routed (basic.return, or its exchange clashes): not a broker failure."""
+    return is_returned(outcome) or isinstance(
+        outcome, aio_pika.exceptions.ChannelPreconditionFailed
+    )
+
+
+def _cause(outcomes: list[BaseException]) -> str:
+    """Why rows were not confirmed: timeout, nacked, disconnected, or (only) returned."""
+    if any(isinstance(o, TimeoutError) for o in outcomes):
+        return "timeout"
+    if any(
+        isinstance(o, aio_pika.exceptions.DeliveryError) and not is_returned(o) for o in outcomes
+    ):
+        return "nacked"
+    if all(_refused(o) for o in outcomes):
+        return "returned"
+    return "disconnected"
+
+
+def _failure(failed: list[tuple[int, BaseException]]) -> PublishError:
+    """The PublishError of an attempt: which rows are unconfirmed, which returned, and why."""
+    outcomes = [o for _, o in failed]
+    cause = _cause(outcomes)
+    first = outcomes[0]
+    error = PublishError(
+        f"not confirmed ({cause}): {type(first).__name__}",
+        unconfirmed=tuple(p for p, _ in failed),
+        returned=frozenset(p for p, o in failed if _refused(o)),
+        cause=cause,
+    )
+    error.__cause__ = first
+    return error
+
+
+async def _quietly(closing: Any) -> None:
+    """Await a close that may fail or hang on a dead peer (bounded, errors ignored)."""
+    try:
+        async with asyncio.timeout(2.0):
+            await closing
+    except Exception:  # noqa: S110 - the peer is gone; nothing to do about it
+        pass

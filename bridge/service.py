@@ -53,7 +53,9 @@ class Service:
             if config.spool.enabled
             else None
         )
-        self.outbox = Outbox(self.publisher, self.spool, self.metrics)
+        self.outbox = Outbox(
+            self.publisher, self.spool, self.metrics, ready_when=config.listen.ready_when
+        )
         if self.spool is not None:
             spool = self.spool
             # Derived, so read when scraped rather than kept in step on every write.
@@ -197,7 +199,7 @@ class Service:
     async def _drain_or_keep(self) -> None:
         """On the way out: publish what the spool holds while the broker is up, keep the rest."""
         if self.drainer is not None and self.spool is not None and self.spool.size:
-            if self.publisher.ready:
+            if self.publisher.reachable:
                 await self.drainer.drain(DRAIN_ON_STOP_S)
             log.info("spool kept for the next start", extra={"depth": self.spool.size})
 

@@ -28,7 +28,7 @@ async def _stats(spool: Spool) -> None:
 
 
 async def _drain(config: Config, spool: Spool) -> None:
-    publisher = AmqpPublisher(config.amqp, connection_name="od-bridge spool drain")
+    publisher = AmqpPublisher(config.amqp, role="spool drain")
     await publisher.start(wait=True)
     try:
         drainer = Drainer(spool, publisher, Metrics(), asyncio.Event())

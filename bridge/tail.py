@@ -12,8 +12,9 @@ from typing import Any
 import aio_pika
 import orjson
 
+from .broker import connect_any, connection_name, shuffled
 from .config import Config
-from .errors import BridgeError
+from .errors import BridgeError, PublishError
 from .events import exchange_name
 from .opendental import KNOWN_TABLES, table
 from .publisher import BROKER_ERRORS, declare_event_exchange
@@ -65,11 +66,13 @@ async def _tail(
 ) -> None:
     allowed = [n for c in config.customers for n in (*c.allow_unknown, *c.subscribed)]
     bound = exchanges(config.amqp.exchange_prefix, types, allowed)  # refuses before connecting
-    url = config.amqp.url.get_secret_value()
+    amqp = config.amqp
     try:
-        connection = await aio_pika.connect_robust(url, timeout=10)
-    except BROKER_ERRORS as exc:
-        raise BridgeError(f"cannot reach RabbitMQ ({type(exc).__name__})") from exc
+        connection, _ = await connect_any(
+            shuffled(amqp.urls), name=connection_name(amqp.connection_name, "tail")
+        )
+    except (*BROKER_ERRORS, PublishError) as exc:
+        raise BridgeError(f"cannot reach RabbitMQ ({exc})") from exc
     stop = asyncio.Event()
     on_stop_signals(asyncio.get_running_loop(), stop.set)
     async with connection:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import ChannelLockedResource
 
+from ..broker import connect_any, connection_name, shuffled
 from ..config import Config, Customer
-from ..errors import ConfigError, OpenDentalError
+from ..errors import ConfigError, OpenDentalError, PublishError
 from ..publisher import BROKER_ERRORS
 from .apply import Outcome, apply
 from .client import OpenDentalClient
@@ -90,16 +90,23 @@ def customers_to_sync(config: Config, names: Sequence[str] = ()) -> list[Custome
 class LeaderLock:
     """Leadership = holding the exclusive queue `{prefix}.syncer.lock` on a live connection."""
 
-    def __init__(self, amqp_url: str, queue: str, timeout_s: float = 10.0) -> None:
-        self._url = amqp_url
+    def __init__(
+        self, amqp_urls: str | Sequence[str], queue: str, timeout_s: float = 10.0, name: str = ""
+    ) -> None:
+        urls = [amqp_urls] if isinstance(amqp_urls, str) else amqp_urls
+        self._urls = shuffled(urls)  # any node of a cluster will do
         self.queue = queue
         self.timeout_s = timeout_s
+        self.name = name or connection_name(None, "syncer lock")
         self._conn: AbstractConnection | None = None
+        self._lost = True  # set by the connection's close callback
 
     @property
     def held(self) -> bool:
         """True while our connection holding the queue is open."""
-        return self._conn is not None and not self._conn.is_closed
+        # Not conn.is_closed alone: aio-pika leaves it False after the server closed or reset
+        # the connection (its node died), which would leave two leaders.
+        return self._conn is not None and not self._conn.is_closed and not self._lost
 
     async def acquire(self) -> bool:
         """Try once to become (or stay) leader; False when another replica holds the lock."""
@@ -108,7 +115,7 @@ class LeaderLock:
         await self.release()
         # A plain (not robust) connection: when it drops, the broker frees the queue and we
         # must compete again rather than silently re-declare it behind another leader.
-        conn = await aio_pika.connect(self._url, timeout=self.timeout_s)
+        conn, _ = await connect_any(self._urls, name=self.name, connect_timeout=self.timeout_s)
         try:
             channel = await asyncio.wait_for(conn.channel(), self.timeout_s)
             await asyncio.wait_for(
@@ -120,8 +127,13 @@ class LeaderLock:
         except BaseException:
             await conn.close()
             raise
-        self._conn = conn
+        self._conn, self._lost = conn, False
+        conn.close_callbacks.add(self._on_close)
         return True
+
+    def _on_close(self, sender: object, *_: object) -> None:
+        if sender is self._conn:
+            self._lost = True
 
     async def release(self) -> None:
         """Give up leadership (closing the connection frees the queue)."""
@@ -158,15 +170,16 @@ class SyncLoop:
         self._on_result = on_result
         self._clients: dict[str, OpenDentalClient] = {}  # kept: pacing spans runs
         queue = lock_queue or f"{config.amqp.exchange_prefix}.syncer.lock"
-        url = amqp_url or config.amqp.url.get_secret_value()
-        self.lock = LeaderLock(url, queue) if lock else None
+        urls = [amqp_url] if amqp_url else config.amqp.urls
+        name = connection_name(config.amqp.connection_name, "syncer lock")
+        self.lock = LeaderLock(urls, queue, name=name) if lock else None
 
     async def _leader(self) -> bool:
         if self.lock is None:
             return True
         try:
             return await self.lock.acquire()
-        except BROKER_ERRORS as exc:
+        except (*BROKER_ERRORS, PublishError) as exc:
             log.warning(
                 "syncer lock unavailable; planning only", extra={"error": type(exc).__name__}
             )

@@ -13,6 +13,7 @@ from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_ev
 from bridge.errors import PublishError
 from bridge.events import Message
 from bridge.publisher import AmqpPublisher
+from bridge.topology import UnroutedTypeMismatch
 from tests.support import AMQP_URL, TEST_KEY, all_samples, assert_path, make_config, sample
 
 pytestmark = pytest.mark.integration
@@ -125,13 +126,46 @@ async def test_a_clashing_unrouted_queue_is_a_clear_error(
     async with connection:
         channel = await connection.channel()
         await channel.declare_queue(
-            f"{prefix}.unrouted", durable=True, arguments={"x-max-length": 7}
+            f"{prefix}.unrouted",
+            durable=True,
+            arguments={"x-max-length": 7, "x-queue-type": "quorum"},
         )
     publisher = AmqpPublisher(make_config(prefix).amqp)
     with pytest.raises(PublishError, match="ChannelPreconditionFailed"):
         await publisher.start(wait=True)
     assert "RabbitMQ refused the topology" in caplog.text
     await publisher.close()
+
+
+@pytest.mark.parametrize(("existing", "wanted"), [("classic", "quorum"), ("quorum", "classic")])
+async def test_an_unrouted_queue_of_the_other_type_stops_the_start(
+    prefix: str, existing: str, wanted: str
+) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(
+            f"{prefix}.unrouted",
+            durable=True,
+            arguments={"x-max-length": 100_000, "x-queue-type": existing},
+        )
+    settings = make_config(prefix).amqp.model_copy(update={"unrouted_queue_type": wanted})
+    publisher = AmqpPublisher(settings)
+    with pytest.raises(UnroutedTypeMismatch, match=f"exists as a {existing} queue.*migrate"):
+        await publisher.start(wait=False)  # even when the broker may come later: a config error
+    await publisher.close()
+
+
+async def test_the_unrouted_queue_is_a_quorum_queue_by_default(bridge: str, prefix: str) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        # Declaring it as a quorum queue passively-equivalent succeeds only if it is one.
+        await channel.declare_queue(
+            f"{prefix}.unrouted",
+            durable=True,
+            arguments={"x-max-length": 100_000, "x-queue-type": "quorum"},
+        )
 
 
 async def test_a_clashing_exchange_for_a_new_type_is_a_clear_error_logged_once(
