@@ -291,6 +291,14 @@ class Customer(_Model):
                 raise ValueError("field names must not be empty")
         return value
 
+    @field_validator("allow_unknown")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not _WORD.fullmatch(entry):
+                raise ValueError(f"'{entry}' is not a table, event or field name")
+        return value
+
     @field_validator("fields")
     @classmethod
     def _fields(cls, value: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:

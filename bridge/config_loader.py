@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from . import config_names
 from .config import Config
 from .errors import ConfigError
 
@@ -108,6 +109,7 @@ def parse(text: str, env: Mapping[str, str] | None = None) -> Config:
             if not any(m == where or m.startswith((f"{where}.", f"{where}[")) for m in missing):
                 problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError(problems) from None
+    problems += config_names.problems(config)
     if problems:
         raise ConfigError(problems)
     return config

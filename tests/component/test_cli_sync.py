@@ -169,7 +169,11 @@ async def test_throttled_emulator_apply_completes_by_pacing_and_retrying(
 
 
 async def test_a_400_surfaces_its_message_and_exits_1(od: Office) -> None:
-    od.write(APPOINTMENT, "{watch_table: FutureTable, polling_seconds: 30}")
+    od.write(
+        APPOINTMENT,
+        "{watch_table: FutureTable, polling_seconds: 30}",
+        extra="    allow_unknown: [FutureTable]",  # else a config error before any call
+    )
     run = await od.sync("--apply")
     assert run.code == 1
     assert "WatchTable 'FutureTable' is not supported." in run.err
