@@ -207,9 +207,12 @@ class Receiver:
         deadline = loop.time() + self.body_timeout_s
         try:
             while True:
-                wait = min(self.chunk_timeout_s, deadline - loop.time())
-                async with asyncio.timeout(max(wait, 0)):
+                if content.is_eof():  # the rest is here already: no wait, so no timer
                     chunk = await content.readany()
+                else:
+                    wait = min(self.chunk_timeout_s, deadline - loop.time())
+                    async with asyncio.timeout(max(wait, 0)):
+                        chunk = await content.readany()
                 if not chunk:
                     return b"".join(chunks)
                 size += len(chunk)
