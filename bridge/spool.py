@@ -304,6 +304,18 @@ class Spool(SpoolFile):
         stats: Stats = await self._run(self._stats)
         return stats
 
+    async def oldest_timestamp(self) -> float | None:
+        """When the oldest waiting row was accepted (Unix time), or None when empty."""
+        found: float | None = await self._run(self._oldest)
+        return found
+
+    def _oldest(self) -> float | None:
+        assert self._db is not None
+        # The first row by seq (rows are appended in order): one B-tree descent, where
+        # min(timestamp) would read the whole table on every scrape during an outage.
+        row = self._db.execute("SELECT timestamp FROM events ORDER BY seq LIMIT 1").fetchone()
+        return float(row[0]) if row else None
+
     def _stats(self) -> Stats:
         assert self._db is not None
         depth, oldest = self._db.execute("SELECT count(*), min(timestamp) FROM events").fetchone()

@@ -44,10 +44,9 @@ async def oldest_row(spool: Spool) -> float | None:
     if not spool.size:
         return None
     try:
-        stats = await spool.stats()
+        return await spool.oldest_timestamp()
     except SpoolError:  # a damaged spool has its own gauge and log line; never fail a page
         return None
-    return float(stats.oldest_timestamp) if stats.oldest_timestamp else None
 
 
 def _subscription(health: Health, sub: SubscriptionSeen) -> dict[str, Any]:
