@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,30 +14,14 @@ from bridge.metrics import Metrics
 from bridge.outbox import Drainer, Outbox
 from bridge.publisher import InMemoryPublisher
 from bridge.spool import Spool
+from tests.tinydisk import tiny_disk as mounted
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs of its own (root only), always unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        reason = getattr(exc, "stderr", b"") or str(exc)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs for the full-disk test: {reason!r}")
-        pytest.skip(f"mounting a tmpfs is not possible here (needs root): {reason!r}")
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False, timeout=30).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], check=True, timeout=30)
+    """A 2 MiB tmpfs of its own."""
+    with mounted(tmp_path / "disk") as disk:
+        yield disk
 
 
 def rows(start: int, count: int) -> list[Message]:
