@@ -13,7 +13,7 @@ from pathlib import Path
 
 log = logging.getLogger("od_bridge.spool")
 
-# Causes that keep the spool refusing rows until a restart; "removed" heals itself (spool.py).
+# Kinds of damage: each refuses rows until a restart, except "removed" (spoolfile.py recreates).
 REMOVED = "removed"
 REPLACED = "replaced"
 TRUNCATED = "truncated"
