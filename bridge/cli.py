@@ -47,7 +47,11 @@ def _tail(args: argparse.Namespace) -> int:
 def _spool(args: argparse.Namespace) -> int:
     from .spoolcli import run  # noqa: PLC0415
 
-    code: int = run(_config(args), args.action, args.file)
+    config = _config(args)
+    if args.spool is not None:  # another replica's spool (a stranded one): any machine will do
+        spool = config.spool.model_copy(update={"path": args.spool})
+        config = config.model_copy(update={"spool": spool})
+    code: int = run(config, args.action, args.file)
     return code
 
 
@@ -222,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         " readable rows of a damaged spool set aside at start into the spool (daemon stopped)",
     )
     spool.add_argument("file", nargs="?", type=Path, help="salvage: the damaged spool file")
+    spool.add_argument(
+        "--spool",
+        type=Path,
+        metavar="PATH",
+        help="act on this spool file instead of spool.path (e.g. a stranded replica's)",
+    )
     _with_config(spool)
     spool.set_defaults(handler=_spool)
     return parser

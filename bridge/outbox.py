@@ -81,6 +81,9 @@ class Outbox:
         }
         if refusal is not None and (self.spool is not None or self.ready_when == "broker"):
             state["reason"] = refusal
+        node = getattr(self.publisher, "node", None)
+        if node is not None:
+            state["node"] = node  # host:port of the RabbitMQ node this replica uses
         problem = getattr(self.publisher, "problem", None)
         if problem and not self.publisher.ready:
             state["broker_error"] = problem  # why the last connect failed (no password)
