@@ -221,9 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     spool = sub.add_parser("spool", help="inspect or drain the local spool")
     spool.add_argument(
         "action",
-        choices=("stats", "drain", "salvage"),
+        choices=("stats", "drain", "salvage", "parked", "export", "retry"),
         help="stats: depth and age; drain: publish everything now; salvage FILE: copy the"
-        " readable rows of a damaged spool set aside at start into the spool (daemon stopped)",
+        " readable rows of a damaged spool set aside at start into the spool (daemon stopped);"
+        " parked: list the rows RabbitMQ returned (no route), set aside; export: those rows as"
+        " JSON lines; retry: put them back in the spool (daemon stopped)",
     )
     spool.add_argument("file", nargs="?", type=Path, help="salvage: the damaged spool file")
     spool.add_argument(

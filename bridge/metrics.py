@@ -80,6 +80,16 @@ class Metrics:
             states=["none", "returned", "nacked", "timeout", "disconnected"],
             registry=r,
         )
+        self.rows_parked = Counter(
+            "od_bridge_rows_parked_total",
+            "Spooled rows RabbitMQ returned (no route), set aside so the rest drains.",
+            registry=r,
+        )
+        self.spool_parked = Gauge(
+            "od_bridge_spool_parked",
+            "Rows parked in the spool (see 'od-bridge spool parked').",
+            registry=r,
+        )
         self.spool_depth = Gauge(
             "od_bridge_spool_depth", "Rows waiting in the local spool.", registry=r
         )

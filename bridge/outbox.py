@@ -16,6 +16,7 @@ from .publisher import Publisher
 from .spool import Spool
 
 log = logging.getLogger("od_bridge.outbox")
+PARKED_RETRY_S = 300  # parked rows go back to the spool's tail this often (a route may exist now)
 SPOOL_RETRY_MAX_S = 10.0  # a spool that cannot delete or read: retry at most this far apart
 
 
@@ -165,12 +166,29 @@ class Drainer:
         except PublishError as exc:
             # Delete every row that was confirmed, not only those before the first failure:
             # a retried batch must not publish confirmed rows again (duplicate storms).
-            await self._forget(rows, set(exc.pending(len(rows))))
-            self._size = max(self._size // 2, 10)
-            raise
+            unconfirmed = set(exc.pending(len(rows)))
+            await self._forget(rows, unconfirmed)
+            if exc.returned:
+                # Returned (no route): a routing problem, not a broker failure. Set them aside
+                # so they do not hold up the rows behind them (FIFO would stall the spool).
+                await self._park([rows[i] for i in sorted(exc.returned)])
+            if unconfirmed - exc.returned:
+                self._size = max(self._size // 2, 10)
+                raise
+            return len(rows) - len(unconfirmed)
         await self._forget(rows, set())
         self._size = min(self._size * 2, self.batch)
         return len(rows)
+
+    async def _park(self, rows: list[tuple[int, Message]]) -> None:
+        moved = await self.spool.park([seq for seq, _ in rows], "returned by RabbitMQ (no route)")
+        self.metrics.rows_parked.inc(moved)
+        log.warning(
+            "spooled rows parked: RabbitMQ returned them (no route); the rest drains on. They "
+            "are retried every %d s, or by 'od-bridge spool retry'",
+            PARKED_RETRY_S,
+            extra={"rows": moved, "exchanges": sorted({m.exchange for _, m in rows})},
+        )
 
     async def _forget(self, rows: list[tuple[int, Message]], unconfirmed: set[int]) -> None:
         """Count the confirmed rows as drained and delete them, one run of seqs at a time."""
@@ -235,7 +253,7 @@ class Drainer:
                     await self._settle()
                 self.wake.clear()
                 self.idle.set()
-                await self.wake.wait()
+                await self._idle()
                 self.idle.clear()
             # Publishing into a blocked or absent connection only piles up frames that will
             # all time out: wait for the broker instead.
@@ -268,6 +286,21 @@ class Drainer:
                     log.error("spool drain failed", exc_info=exc)
             await self._pause(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _idle(self) -> None:
+        """Wait to be woken; with rows parked, put them back after PARKED_RETRY_S."""
+        if not self.spool.parked:
+            await self.wake.wait()
+            return
+        try:
+            await asyncio.wait_for(self.wake.wait(), PARKED_RETRY_S)
+        except TimeoutError:
+            try:
+                moved = await self.spool.retry_parked()
+            except SpoolError as exc:
+                log.warning("parked rows not retried", extra={"error": str(exc)})
+                return
+            log.info("parked rows put back in the spool for another try", extra={"rows": moved})
 
     async def _settle(self) -> None:
         """The spool was emptied: free SQLite's cache and the file's space (see Spool.shrink)."""

@@ -62,6 +62,7 @@ class Service:
             self.metrics.spool_depth.set_function(lambda: spool.size)
             self.metrics.spool_damaged.set_function(lambda: 0 if spool.damage is None else 1)
             self.metrics.spool_unreadable.set_function(lambda: spool.unreadable)
+            self.metrics.spool_parked.set_function(lambda: spool.parked)
         self.drainer = (
             Drainer(self.spool, self.publisher, self.metrics, self.outbox.wake)
             if self.spool is not None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import spoolhealth
+from . import parking, spoolhealth
 from .errors import SpoolError, SpoolFull
 from .events import Message
 from .spoolfile import SpoolFile, lock_file
@@ -72,6 +72,7 @@ class Spool(SpoolFile):
         self._free = (0.0, 0)  # (when, bytes free): statvfs at most once a second
         self._reusable = 0  # bytes of free pages inside the file: rows fit there too
         self._disk_full_at: int | None = None  # bytes usable when a write last found no room
+        self.parked = 0  # rows RabbitMQ returned, set aside (parking.py)
 
     # --- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -81,6 +82,7 @@ class Spool(SpoolFile):
         started: one clear error line and a salvage command instead of a crash loop.
         """
         await self._run(self._open)
+        self.parked = await self._run(self._parked_count)
         self._committer = asyncio.create_task(self._commit_loop(), name="spool-commit")
         self._watcher = asyncio.create_task(self._watch_loop(), name="spool-watch")
 
@@ -121,6 +123,33 @@ class Spool(SpoolFile):
                 self._disk_full_at = spoolhealth.free_bytes(self.path) + self._reusable
                 raise SpoolFull("the disk under the spool is full") from None
             raise SpoolError(f"spool {fn.__name__.lstrip('_')} failed ({exc})") from None
+
+    # --- parking (rows RabbitMQ returned: see parking.py) --------------------------------
+    def _parked_count(self) -> int:
+        assert self._db is not None
+        return parking.count(self._db)
+
+    async def park(self, seqs: list[int], reason: str) -> int:
+        """Set spooled rows aside (no route): the rows behind them drain meanwhile."""
+        assert self._db is not None
+        moved: int = await self._run(parking.park, self._db, seqs, reason)
+        self._committed -= moved
+        self.parked += moved
+        return moved
+
+    async def parked_rows(self, limit: int | None = None) -> list[parking.Parked]:
+        """Parked rows, oldest first."""
+        assert self._db is not None
+        found: list[parking.Parked] = await self._run(parking.rows, self._db, limit)
+        return found
+
+    async def retry_parked(self) -> int:
+        """Put every parked row back at the tail of the spool; how many."""
+        assert self._db is not None
+        moved: int = await self._run(parking.retry, self._db)
+        self._committed += moved
+        self.parked -= moved
+        return moved
 
     # --- writing ---------------------------------------------------------------------------
     @property

@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import spoolhealth
+import orjson
+
+from . import parking, spoolhealth
 from .config import Config
 from .errors import BridgeError, SpoolError
 from .events import Message
@@ -76,9 +78,37 @@ async def _salvage(spool: Spool, damaged: Path) -> None:
         print("rows that could not be read: unknown (the file cannot be counted)")
 
 
+def _parked(path: Path, export: bool) -> None:
+    """List (no bodies: they are PHI) or export (JSON lines) the parked rows, read-only."""
+    if not path.is_file():
+        raise BridgeError(f"no spool at {path}")
+    db = parking.read_only(path)  # no lock: works while the daemon runs
+    try:
+        found = parking.rows(db)
+    finally:
+        db.close()
+    if export:
+        for row in found:
+            m = row.message
+            line = {"seq": row.seq, "parked_at": row.parked_at, "reason": row.reason,
+                    "exchange": m.exchange, "routing_key": m.routing_key,
+                    "message_id": m.message_id, "type": m.type, "timestamp": m.timestamp,
+                    "body": orjson.loads(m.body)}  # fmt: skip
+            sys.stdout.write(orjson.dumps(line).decode() + "\n")
+        return
+    print(f"parked rows: {len(found)}")
+    for row in found:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row.parked_at))
+        m = row.message
+        print(f"{row.seq}\t{when}\t{m.exchange}\t{m.routing_key}\t{m.message_id}\t{row.reason}")
+
+
 async def _run(config: Config, action: str, file: Path | None) -> None:
     if not config.spool.enabled:
         raise BridgeError("the spool is disabled in this configuration (spool.enabled: false)")
+    if action in ("parked", "export"):
+        _parked(config.spool.path, export=action == "export")
+        return
     if (action == "salvage") != (file is not None):
         raise BridgeError("a file is given to `spool salvage` (the set-aside copy) and only there")
     spool = Spool(config.spool.path, config.spool.max_events)
@@ -88,6 +118,11 @@ async def _run(config: Config, action: str, file: Path | None) -> None:
             await _stats(spool)
         elif action == "salvage" and file is not None:
             await _salvage(spool, file)
+        elif action == "retry":
+            moved = await spool.retry_parked()
+            print(
+                f"{moved} parked rows put back in the spool; the daemon or 'spool drain' sends them"
+            )
         else:
             await _drain(config, spool)
     finally:

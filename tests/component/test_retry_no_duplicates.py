@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -76,3 +77,40 @@ async def test_the_drainer_deletes_every_confirmed_row_of_a_failed_batch(spool: 
     # Every row was confirmed exactly once, and nothing confirmed was sent again.
     assert sorted(broker.confirmed) == sorted(f"id-{n}" for n in range(100))
     assert len(broker.sent) == 100 + len(failing)
+
+
+class RoutelessBroker(FlakyBroker):
+    """Returns (no route) every row bound for one exchange; confirms the rest."""
+
+    def __init__(self, exchange: str) -> None:
+        super().__init__(set(), cause="returned")
+        self.exchange = exchange
+
+    async def publish(self, messages: Sequence[Message]) -> bool:
+        returned = tuple(i for i, m in enumerate(messages) if m.exchange == self.exchange)
+        self.confirmed += [m.message_id for i, m in enumerate(messages) if i not in returned]
+        if returned:
+            raise PublishError(
+                "returned", unconfirmed=returned, returned=frozenset(returned), cause="returned"
+            )
+        return True
+
+
+async def test_a_returned_row_is_parked_and_the_rows_behind_it_drain(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [msg(n) for n in range(20)]
+    rows[3] = dataclasses.replace(rows[3], exchange="nowhere")
+    await spool.append(rows)
+    metrics = Metrics()
+    drainer = Drainer(spool, RoutelessBroker("nowhere"), metrics, wake=asyncio.Event())
+    assert await drainer.run_once() == 19  # no stall behind the returned row
+    assert spool.size == 0 and spool.parked == 1
+    [parked] = await spool.parked_rows()
+    assert parked.message.message_id == "id-3" and "no route" in parked.reason
+    [line] = [r for r in caplog.records if "parked" in r.getMessage()]
+    assert line.exchanges == ["nowhere"]  # type: ignore[attr-defined]
+    assert b"od_bridge_rows_parked_total 1.0" in metrics.render()
+    assert await spool.retry_parked() == 1  # back at the tail, for another try
+    assert spool.size == 1 and spool.parked == 0
+    assert [m.message_id for _, m in await spool.peek(10)] == ["id-3"]
