@@ -1,4 +1,4 @@
-"""The `od-bridge` command line: serve, check-config, sync, emulate, tail, status, spool."""
+"""The `od-bridge` command line: serve, check-config, sync, emulate, tail, status, spool, schema."""
 
 from __future__ import annotations
 
@@ -92,6 +92,27 @@ def _status(args: argparse.Namespace) -> int:
 
     code: int = run(_config(args), args.url, args.json)
     return code
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from . import asyncapi, contract  # noqa: PLC0415
+
+    if args.what == "asyncapi":
+        text = asyncapi.render()
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return 0
+    root = Path(args.out) if args.out else Path(__file__).parent / "schemas"
+    for path, schema in contract.all_schemas().items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(contract.render(schema))
+    print(f"{len(contract.PATHS)} schemas written to {root}")
+    return 0
 
 
 def _emulate(args: argparse.Namespace) -> int:
@@ -204,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.set_defaults(handler=_sync)
     _emulate_parser(sub)
+
+    schema = sub.add_parser("schema", help="generate the JSON Schemas or the AsyncAPI document")
+    schema.add_argument(
+        "what",
+        choices=("json", "asyncapi"),
+        help="json: bridge/schemas/v1/…; asyncapi: the AsyncAPI 3.0 YAML",
+    )
+    schema.add_argument(
+        "-o",
+        "--out",
+        help="json: folder (default: the package's); asyncapi: file (default: stdout)",
+    )
+    schema.set_defaults(handler=_schema)
 
     tail = sub.add_parser("tail", help="print live events from the exchanges")
     _with_config(tail)

@@ -24,10 +24,11 @@ class Event:
     time: str
     customer: str
     workstation: str | None
-    clinic: int | str
+    clinic: int | None  # None: ClinicNum was not an int32 (odclinic left out)
     data: Any
     routing_key: str
     received_at: float  # epoch seconds
+    dataschema: str
 
     @property
     def type(self) -> str:
@@ -42,6 +43,7 @@ class Event:
             self.type,
             self.subject,
             self.time,
+            self.dataschema,
             self.customer,
             self.workstation,
             self.clinic,
@@ -55,9 +57,10 @@ def envelope(  # noqa: PLR0917 - one argument per CloudEvents attribute, positio
     event_type: str,
     subject: str | None,
     time: str,
+    schema: str,
     customer: str,
     workstation: str | None,
-    clinic: int | str,
+    clinic: int | None,
     data: Any,
 ) -> dict[str, Any]:
     """The CloudEvents 1.0 attributes and data of one event, in the documented key order."""
@@ -71,10 +74,12 @@ def envelope(  # noqa: PLR0917 - one argument per CloudEvents attribute, positio
         out["subject"] = subject
     out["time"] = time
     out["datacontenttype"] = "application/json"
+    out["dataschema"] = schema
     out["odcustomer"] = customer
     if workstation is not None:
         out["odworkstation"] = workstation
-    out["odclinic"] = clinic
+    if clinic is not None:
+        out["odclinic"] = clinic
     out["data"] = data
     return out
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from .contract import dataschema
 from .events import TYPE_PREFIX, Event, Message, dumps, envelope, exchange_name
 from .opendental import DATETIME_FORMAT, ZERO_DATE, Table
 from .routing import routing_key
@@ -30,6 +31,8 @@ class Context:
     redact: frozenset[str] = field(default_factory=frozenset)
     # Lower-cased type name → the only field names kept in data (exact case), for that type.
     fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Where the daemon serves the JSON Schemas: `{public_url}/schemas`.
+    schema_base: str = "http://127.0.0.1:8080/schemas"
 
     @property
     def source(self) -> str:
@@ -128,9 +131,29 @@ def _uuid4() -> str:
     return _format_uuid(bytes(raw))
 
 
+# The variant digit of a UUIDv8 for each hex digit of the hash: its two high bits become 0b10.
+_VARIANT = {f"{n:x}": f"{8 | (n & 3):x}" for n in range(16)}
+
+
 def _uuid(material: bytes) -> str:
-    # Same text as str(uuid.UUID(bytes=digest)), without the object.
-    return _format_uuid(hashlib.blake2b(material, digest_size=16).digest())
+    """RFC 9562 UUIDv8 of a hash: 122 bits of BLAKE2b, version 8, variant 0b10."""
+    # = str(uuid.UUID(bytes=digest)) with octet 6's high nibble set to 8 and octet 8's two
+    # high bits to 10, done on the hex text (cheaper than on bytes and then formatting).
+    h = hashlib.blake2b(material, digest_size=16).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+INT32_MAX = 2**31 - 1  # CloudEvents Integer: a signed 32-bit number
+
+
+def clinic_of(row: dict[str, Any]) -> int | None:
+    """`odclinic`: ClinicNum as an int32 (digit strings converted), 0 if absent, else None."""
+    clinic = row.get("ClinicNum", 0)
+    if type(clinic) is not int:  # bool is not a clinic; neither is a float, list or None
+        if not (type(clinic) is str and clinic.isascii() and clinic.isdigit()):
+            return None
+        clinic = int(clinic)
+    return clinic if 0 <= clinic <= INT32_MAX else None
 
 
 def row_id(customer: str, table: Table, row: dict[str, Any]) -> str:
@@ -174,16 +197,16 @@ def received_time(received_at: float, zone: tzinfo) -> str:
     return f"{base}.{micros // 1000:03d}{offset}"
 
 
-def _facts(ctx: Context, table: Table, row: dict[str, Any], now: str) -> tuple[Any, Any, str, str]:
+def _facts(
+    ctx: Context, table: Table, row: dict[str, Any], now: str
+) -> tuple[Any, int | None, str, str]:
     """(key, clinic, id, time) of one row.
 
     All from the raw row: redaction and the allowlist shape only what consumers see in `data`,
     never subjects, routing or how duplicates are recognized.
     """
     key = row.get(table.primary_key) if table.primary_key else None
-    clinic = row.get("ClinicNum", 0)
-    if isinstance(clinic, str) and clinic.isdigit():
-        clinic = int(clinic)
+    clinic = clinic_of(row)
     if table.kind == "db":
         return (
             key,
@@ -204,6 +227,7 @@ def events(
     """One Event per row, in order."""
     now = received_time(received_at, ctx.zone)
     keep = kept_fields(ctx, table)
+    schema = dataschema(ctx.schema_base, table, ctx.normalize)
     out: list[Event] = []
     for row in rows:
         key, clinic, event_id, time = _facts(ctx, table, row, now)
@@ -221,6 +245,7 @@ def events(
                 data=row_data(row, ctx, keep),
                 routing_key=routing_key(ctx.routing_template, ctx.customer, clinic, workstation),
                 received_at=received_at,
+                dataschema=schema,
             )
         )
     return out
@@ -245,6 +270,7 @@ def messages(
     name = table.name
     exchange = exchange or exchange_name(prefix, table.kind, name)
     event_type = f"{TYPE_PREFIX}.{table.kind}.{name}"
+    schema = dataschema(ctx.schema_base, table, ctx.normalize)
     source, customer, template = ctx.source, ctx.customer, ctx.routing_template
     stamp = int(received_at)
     keep = kept_fields(ctx, table)
@@ -254,7 +280,7 @@ def messages(
         subject = f"{name}/{key}" if key is not None else None
         data = row_data(row, ctx, keep)
         body = envelope(
-            event_id, source, event_type, subject, time, customer, workstation, clinic, data
+            event_id, source, event_type, subject, time, schema, customer, workstation, clinic, data
         )
         out.append(
             Message(

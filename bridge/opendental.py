@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+from .od_tables import SHAPES, Shape
 
 Kind = Literal["db", "ui"]
 
@@ -39,10 +41,17 @@ class Table:
     kind: Kind
     primary_key: str | None
     change_columns: tuple[str, ...] = ()
+    # The columns Open Dental sends (od_tables.py); None for a type the bridge does not know.
+    shape: Shape | None = field(default=None, compare=False)
+
+    @property
+    def deletes(self) -> str | None:
+        """For a `*Deleted` table, the live table whose row it deletes (by the same key)."""
+        return self.name.removesuffix("Deleted") if self.name.endswith("Deleted") else None
 
 
 def _db(name: str, key: str, *change: str) -> Table:
-    return Table(name, "db", key, change or ("DateTStamp",))
+    return Table(name, "db", key, change or ("DateTStamp",), SHAPES[name])
 
 
 # Every table and UI event the bridge knows, each *Deleted twin beside its live table. The
@@ -64,7 +73,7 @@ KNOWN_TABLES: tuple[Table, ...] = (
     _db("MedicationPat", "MedicationPatNum", "DateTStamp", "SecDateTEdit"),
     _db("Provider", "ProvNum"),
     _db("Patient", "PatNum"),
-    Table("PatientSelected", "ui", "PatNum"),
+    Table("PatientSelected", "ui", "PatNum", (), SHAPES["PatientSelected"]),
 )
 _BY_LOWER: dict[str, Table] = {t.name.lower(): t for t in KNOWN_TABLES}
 

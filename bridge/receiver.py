@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_urldispatcher import _default_expect_handler
 
-from . import access, normalize, opendental
+from . import access, normalize, opendental, schema_routes
 from .body import parse
 from .config import Config, Customer
 from .errors import (
@@ -100,6 +100,7 @@ class Receiver:
                 routing_template=config.amqp.routing_key,
                 redact=frozenset(name.lower() for name in c.redact),
                 fields={t.lower(): frozenset(names) for t, names in c.fields.items()},
+                schema_base=f"{config.public_url}/schemas",
             )
             for c in config.customers
         }
@@ -380,5 +381,6 @@ def build_app(
         app.router.add_route("*", route, method_not_allowed("GET", "HEAD"))
     if config.admin.address is None:
         add_routes(app, ops)
+    schema_routes.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", not_found)  # last: only what nothing else matched
     return app

@@ -22,9 +22,14 @@ def _routing_value(text: str) -> str:
 
 
 def routing_key(template: str, customer: str, clinic: Any, workstation: str | None) -> str:
-    """Fill the template; '.', '*' and '#' inside a value become '_'; long values are cut."""
-    if type(clinic) is not int:
-        clinic = str(clinic)  # whatever a row holds (a list, an object): hashable, bounded
+    """Fill the template; '.', '*' and '#' inside a value become '_'; long values are cut.
+
+    No clinic (None: absent, or not a number) is `0`, as documented.
+    """
+    if clinic is None:
+        clinic = 0
+    elif type(clinic) is not int:
+        clinic = str(clinic)  # config checks pass text; hashable and bounded either way
     return _routing_key(template, customer, clinic, workstation)
 
 

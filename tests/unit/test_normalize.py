@@ -199,4 +199,42 @@ def test_routing_keys_stay_publishable_whatever_the_row_or_header_holds() -> Non
     # A row's ClinicNum can be any JSON value; it must not break the request (was a 500).
     assert routing.routing_key(template, "c", [1, 2], None) == "c.[1, 2]._"
     assert routing.routing_key(template, "c", {"a": 1}, "W") == "c.{'a': 1}.W"
-    assert routing.routing_key(template, "c", None, "W") == "c.None.W"
+    # No clinic (None: normalize found no int32 ClinicNum) is 0, as documented, never "None".
+    assert routing.routing_key(template, "c", None, "W") == "c.0.W"
+
+
+@pytest.mark.parametrize(
+    ("clinic", "expected"),
+    [
+        (3, 3),
+        ("7", 7),
+        ("0", 0),
+        (2**31 - 1, 2**31 - 1),
+        (2**31, None),  # outside CloudEvents' int32
+        ("99999999999", None),
+        (-1, None),
+        ("-1", None),
+        (3.0, None),  # a float made the JS SDK throw (issue 14)
+        (True, None),
+        (None, None),
+        ("²", None),  # str.isdigit() says yes; int() says no
+        ("abc", None),
+        ([1], None),
+    ],
+)
+def test_odclinic_is_an_int32_or_left_out(clinic: object, expected: int | None) -> None:
+    row = {**sample("appointment")["body"][0], "ClinicNum": clinic}
+    table = opendental.table("db", "Appointment")
+    [event] = normalize.events(CTX, table, "W", [row], RECEIVED)
+    body = orjson.loads(encode(event, "od").body)
+    assert event.clinic == expected
+    assert body.get("odclinic") == expected
+    assert ("odclinic" in body) is (expected is not None)
+    assert event.routing_key == f"main-office.{0 if expected is None else expected}.W"
+    assert "None" not in event.routing_key
+
+
+def test_odclinic_absent_is_zero() -> None:
+    row = {k: v for k, v in sample("appointment")["body"][0].items() if k != "ClinicNum"}
+    [event] = normalize.events(CTX, opendental.table("db", "Appointment"), None, [row], RECEIVED)
+    assert event.clinic == 0 and event.routing_key == "main-office.0._"

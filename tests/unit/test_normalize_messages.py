@@ -75,17 +75,29 @@ def test_received_time_matches_datetime() -> None:
         assert normalize.received_time(t, ZONE) == expected
 
 
-def test_row_id_text_is_a_uuid() -> None:
+def test_row_id_text_is_a_uuidv8() -> None:
     table = opendental.table("db", "Appointment")
     event_id = normalize.row_id("main-office", table, APPOINTMENT)
-    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", event_id)
-    assert str(uuid.UUID(event_id)) == event_id
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", event_id
+    )
+    parsed = uuid.UUID(event_id)
+    assert str(parsed) == event_id
+    assert parsed.version == 8 and parsed.variant == uuid.RFC_4122
 
 
-def test_deterministic_id_text_unchanged() -> None:
+def test_deterministic_id_is_the_hash_with_version_and_variant_set() -> None:
     material = b"main-office\x1fAppointment\x1f18\x1f2026-11-28 08:30:12"
     digest = hashlib.blake2b(material, digest_size=16).digest()
-    assert normalize._uuid(material) == str(uuid.UUID(bytes=digest))
+    # RFC 9562 section 5.8: version in the 4 high bits of octet 6, variant 0b10 in octet 8.
+    as_int = int.from_bytes(digest, "big")
+    as_int &= ~(0xF000 << 64) & ~(0xC000 << 48)
+    as_int |= (0x8000 << 64) | (0x8000 << 48)
+    expected = str(uuid.UUID(int=as_int))
+    assert normalize._uuid(material) == expected == "ca95ea63-5447-8ff7-bdd4-a069cfb9fde4"
+    # Only those 6 bits differ from the old (pre-UUIDv8) form of the same hash.
+    old = uuid.UUID(bytes=digest).int
+    assert bin(old ^ uuid.UUID(expected).int).count("1") <= 6
 
 
 def _kept_bytes(build: Callable[[], list[Message]]) -> tuple[int, int]:
