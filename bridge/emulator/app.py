@@ -83,6 +83,12 @@ class Emulator:
         self.counters.add(name, "changed", n)
         return rows
 
+    def delete_rows(self, name: str, n: int = 1, now: datetime | None = None) -> list[Row]:
+        """Have the office delete `n` rows of table `name`; they fire as `{name}Deleted`."""
+        rows = self.office.delete(name, n, now or self.now())
+        self.counters.add(f"{name}Deleted", "changed", len(rows))
+        return rows
+
     async def _post(self, url: str, body: Any, headers: dict[str, str]) -> int:
         if self._session is None:
             self._session = aiohttp.ClientSession()

@@ -112,6 +112,17 @@ def make_row(name: str, n: int, stamp: str, r: random.Random) -> Row:
     return row
 
 
+def deleted_row(name: str, live: Row, stamp: str, hist_num: int) -> Row:
+    """The `{name}Deleted` row Open Dental reports when a row of `name` is deleted at `stamp`."""
+    if name == "Appointment":  # a history row: Hist* columns, then the appointment as it was
+        history = {"HistApptNum": hist_num, "HistUserNum": 4, "HistDateTStamp": stamp}
+        extra = {"HistApptAction": "Deleted", "ApptSource": "None"}
+        return {**history, **extra, **live, "DateTStamp": stamp}
+    info = table("db", f"{name}Deleted")
+    stamps = {c: stamp for c in info.change_columns if c in live or c == info.change_columns[0]}
+    return {**live, **stamps}
+
+
 class Office:
     """A simulated office database: rows per table, each with its latest state and stamp."""
 
@@ -120,6 +131,7 @@ class Office:
         self.changes: dict[str, int] = {}
         self._rand = random.Random(seed)  # noqa: S311 - invented test data, not secrets
         self._next: dict[str, int] = {}
+        self._history = 500  # HistApptNum of the last deletion
 
     def change(self, name: str, n: int, now: datetime) -> list[Row]:
         """Insert or update `n` rows of table `name` at office time `now`; the new states."""
@@ -136,6 +148,21 @@ class Office:
             rows[pk] = (now, row)
             out.append(row)
         self.changes[name] = self.changes.get(name, 0) + n
+        return out
+
+    def delete(self, name: str, n: int, now: datetime) -> list[Row]:
+        """Delete `n` random rows of table `name`: each becomes a `{name}Deleted` row at `now`."""
+        rows = self.rows.get(name, {})
+        gone = self._rand.sample(sorted(rows), min(n, len(rows)))
+        deleted = self.rows.setdefault(f"{name}Deleted", {})
+        out = []
+        for pk in gone:
+            _, live = rows.pop(pk)
+            self._history += 1
+            row = deleted_row(name, live, now.strftime(DATETIME_FORMAT), self._history)
+            deleted[pk] = (now, row)
+            out.append(row)
+        self.changes[f"{name}Deleted"] = self.changes.get(f"{name}Deleted", 0) + len(out)
         return out
 
     def changed(self, name: str, start: datetime, end: datetime) -> list[Row]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import all_samples
+from tests.support import all_samples, missing
 from tests.unit.test_contract import messages_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,18 +43,11 @@ console.log(JSON.stringify(ids.map((id) => [id, validate(id), validate(id) ? ver
 """
 
 
-def unavailable(reason: str) -> None:
-    """No Node or npm registry: a failure under CI=true (CI installs them), else a skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (required under CI=true)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A temp dir with the JS packages installed by npm (nothing global, nothing in the repo)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        unavailable("node and npm are not installed")
+        missing("node and npm are not installed")
     where = tmp_path_factory.mktemp("npm")
     (where / "package.json").write_text('{"name": "contract-oracles", "private": true}')
     try:
@@ -68,7 +60,7 @@ def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         stderr = getattr(exc, "stderr", b"") or b""
-        unavailable(f"npm install failed: {stderr.decode(errors='replace')[-500:]}")
+        missing(f"npm install failed: {stderr.decode(errors='replace')[-500:]}")
     (where / "parse.mjs").write_text(PARSE)
     (where / "uuids.mjs").write_text(UUIDS)
     return where

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -12,45 +13,41 @@ from jsonschema import Draft202012Validator
 from bridge import contract
 from bridge.publisher import InMemoryPublisher
 from bridge.receiver import build_app
-from tests.conftest import all_samples, make_config, sample
+from tests.support import TEST_KEY, all_samples, make_config, sample
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
-RAW_CUSTOMER = """  - name: raw-office
-    customer_key: raw-office-key-0001
-    timezone: America/Chicago
-    normalize: false
-"""
+
+
+async def check(client: Client, body: dict[str, Any], normalized: bool) -> str:
+    """Fetch the schema the message names from the daemon and validate `data`; its path."""
+    prefix = "http://127.0.0.1:8080/schemas/v1/"  # public_url's default
+    assert body["dataschema"].startswith(prefix if normalized else f"{prefix}raw/")
+    path: str = body["dataschema"].removeprefix("http://127.0.0.1:8080")
+    response = await client.get(path)
+    assert response.status == 200
+    assert response.content_type == "application/schema+json"
+    schema = orjson.loads(await response.read())
+    Draft202012Validator(schema).validate(body["data"])
+    return path
 
 
 async def test_every_published_message_validates_against_the_schema_the_daemon_serves(
     aiohttp_client: MakeClient,
 ) -> None:
-    publisher = InMemoryPublisher()
-    client = await aiohttp_client(build_app(make_config(extra=RAW_CUSTOMER), publisher))
-    for name in all_samples():
-        delivery = sample(name)
-        for key in ("VzkmZEaUWOjnQX2z", "raw-office-key-0001"):
-            headers = {**delivery["headers"], "Authorization": key}
-            response = await client.post(
-                "/apievents", data=orjson.dumps(delivery["body"]), headers=headers
-            )
-            assert response.status == 200
-    assert len(publisher.messages) == 2 * 11
     served: set[str] = set()
-    for message in publisher.messages:
-        body = orjson.loads(message.body)
-        prefix = "http://127.0.0.1:8080/schemas/v1/"  # public_url's default
-        assert body["dataschema"].startswith(prefix)
-        if body["odcustomer"] == "raw-office":
-            assert body["dataschema"].startswith(f"{prefix}raw/")
-        path = body["dataschema"].removeprefix("http://127.0.0.1:8080")
-        response = await client.get(path)
-        assert response.status == 200
-        assert response.content_type == "application/schema+json"
-        schema = orjson.loads(await response.read())
-        Draft202012Validator(schema).validate(body["data"])
-        served.add(path)
+    for normalized in (True, False):
+        publisher = InMemoryPublisher()
+        config = make_config(customer={"normalize": normalized})
+        client = await aiohttp_client(build_app(config, publisher))
+        for name in all_samples():
+            delivery = sample(name)
+            headers = {**delivery["headers"], "Authorization": TEST_KEY}
+            data = orjson.dumps(delivery["body"])
+            assert (await client.post("/apievents", data=data, headers=headers)).status == 200
+        assert len(publisher.messages) == 11
+        for message in publisher.messages:
+            served.add(await check(client, orjson.loads(message.body), normalized))
     assert len(served) == 2 * 9  # nine types among the ten samples (legacy is Appointment)
 
 

@@ -19,7 +19,7 @@ from referencing.jsonschema import DRAFT202012
 from bridge import asyncapi, contract, normalize, opendental
 from bridge.emulator.office import Office, make_row
 from bridge.od_tables import SHAPES
-from tests.conftest import all_samples, sample
+from tests.support import all_samples, sample
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "bridge" / "schemas"
