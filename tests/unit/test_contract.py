@@ -18,7 +18,7 @@ from referencing.jsonschema import DRAFT202012
 
 from bridge import asyncapi, contract, normalize, opendental
 from bridge.emulator.office import Office, make_row
-from bridge.od_tables import SHAPES
+from bridge.od_tables import NUMERIC_STRINGS, SHAPES
 from tests.support import all_samples, sample
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +162,30 @@ def test_every_sample_id_is_a_valid_uuid_for_python() -> None:
             assert str(parsed) == body["id"]
             assert parsed.variant == uuid.RFC_4122
             assert parsed.version == (4 if body["type"].startswith("com.opendental.ui.") else 8)
+
+
+def consumer_table() -> str:
+    """README's per-type table, rendered from opendental.py and od_tables.py."""
+    lives = {t.deletes: t for t in opendental.KNOWN_TABLES if t.deletes}
+    ordered = sorted(opendental.KNOWN_TABLES, key=lambda t: (t.kind, t.deletes or t.name, t.name))
+    lines = []
+    for t in ordered:
+        assert t.shape is not None
+        change = " / ".join(f"`{c}`" for c in t.change_columns) or "— (`time` = received)"
+        if t.deletes:
+            deletions = f"deletes the `{t.deletes}` row with this `{t.primary_key}`"
+        elif t.name in lives:
+            deletions = f"`{lives[t.name].name}`, by `{t.primary_key}`"
+        else:
+            deletions = "—"
+        numbers = [f"`{c.name}`" for c in t.shape.columns if c.kind in NUMERIC_STRINGS]
+        path = contract.schema_path(t)
+        cells = [f"`{t.name}`", f"`{t.primary_key}`", change, deletions]
+        cells += [", ".join(numbers) or "—", f"[{path}](bridge/schemas/{path})"]
+        lines.append(f"| {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def test_readme_per_type_table_is_the_source() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert consumer_table() in readme, "README's per-type table: paste consumer_table()"
