@@ -31,12 +31,14 @@ run: $(RUNTIME)
 test: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy bridge bench
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/pytest -q
 
 lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check bridge tests bench
 	$(BIN)/mypy bridge bench
+	$(BIN)/lint-imports --no-cache --no-logo
 
 # In main-office's zone (config.example.yaml), so event times read right on any host.
 emulate: $(RUNTIME)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-import aiormq
+from aio_pika.exceptions import InvalidFrameError, ProbableAuthenticationError
 
 
 def safe_url(url: str) -> str:
@@ -25,9 +25,9 @@ def reason(exc: BaseException, url: str) -> str:
     """The underlying reason of a failed connect (refused, ACCESS_REFUSED, vhost, DNS, …)."""
     parts = urlsplit(url)
     user = parts.username or "guest"
-    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+    if isinstance(exc, ProbableAuthenticationError):
         text = f"ACCESS_REFUSED: the broker refused the login of user '{user}' (user or password)"
-    elif isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(exc):
+    elif isinstance(exc, InvalidFrameError) and "Connection.Close" in str(exc):
         # RabbitMQ closes at Connection.Open when the vhost is missing or not the user's; aiormq
         # keeps only the frame's name, so say what it means.
         text = (
