@@ -28,6 +28,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.publisher import declare_event_exchange
+from bridge.sync.loop import LeaderLock
 from tests import daemon
 from tests.rabbit_nodes import RabbitCluster, RabbitNode
 from tests.support import TEST_KEY, free_port, sample
@@ -331,3 +332,31 @@ async def test_two_replicas_ride_out_node_and_replica_deaths(
         channel = await cleanup.channel()
         for name in (consumer_queue, f"{prefix}.unrouted"):
             await channel.queue_delete(name)
+
+
+async def test_the_syncer_lock_hands_over_when_the_leaders_node_dies(
+    rabbit_cluster: RabbitCluster,
+) -> None:
+    queue = f"c{uuid.uuid4().hex[:8]}.syncer.lock"
+    first = LeaderLock(rabbit_cluster.urls, queue, timeout_s=5, name="replica-a syncer lock")
+    second = LeaderLock(rabbit_cluster.urls, queue, timeout_s=5, name="replica-b syncer lock")
+    try:
+        assert await first.acquire() is True
+        assert await second.acquire() is False  # one leader at a time, whatever node each uses
+        assert first._conn is not None
+        port = first._conn.url.port
+        node = next(n for n in rabbit_cluster.nodes if n.port == port)
+        await asyncio.to_thread(node.kill)
+        try:
+            deadline = time.monotonic() + 30
+            while not await second.acquire():  # the follower competes again each pass
+                assert time.monotonic() < deadline, "the lock was not handed over"
+                await asyncio.sleep(0.5)
+            # The old leader knows it lost the lock, although aio-pika's is_closed says no.
+            assert first.held is False
+            assert await first.acquire() is False
+        finally:
+            await asyncio.to_thread(node.start)
+    finally:
+        await first.release()
+        await second.release()

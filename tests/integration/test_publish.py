@@ -9,12 +9,22 @@ import aiohttp
 import orjson
 import pytest
 from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_event
+from pydantic import SecretStr
 
+from bridge.broker import where
 from bridge.errors import PublishError
 from bridge.events import Message
 from bridge.publisher import AmqpPublisher
 from bridge.topology import UnroutedTypeMismatch
-from tests.support import AMQP_URL, TEST_KEY, all_samples, assert_path, make_config, sample
+from tests.support import (
+    AMQP_URL,
+    TEST_KEY,
+    all_samples,
+    assert_path,
+    free_port,
+    make_config,
+    sample,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +200,19 @@ async def test_a_clashing_exchange_for_a_new_type_is_a_clear_error_logged_once(
         finally:
             await publisher.close()
         await channel.exchange_delete(name)
+
+
+async def test_a_dead_node_in_the_url_list_is_skipped(prefix: str) -> None:
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    settings = make_config(prefix).amqp.model_copy(
+        update={"url": (SecretStr(dead), SecretStr(AMQP_URL))}
+    )
+    publisher = AmqpPublisher(settings)
+    publisher._urls = [dead, AMQP_URL]  # not shuffled: the dead node first
+    await publisher.start(wait=True)
+    try:
+        assert publisher.node == where(AMQP_URL)
+        message = Message(f"{prefix}.db.appointment", "k", "id-1", "com.opendental.db.X", 1, b"{}")
+        assert await publisher.publish([message]) is True
+    finally:
+        await publisher.close()
