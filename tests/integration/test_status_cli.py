@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
@@ -58,6 +59,9 @@ async def test_status_command_prints_the_daemons_table(
         out = capsys.readouterr().out.splitlines()
         assert code == 0, out
         assert {line.split()[1] for line in out[1:3]} == {"OK"}
+        code = await asyncio.to_thread(main, ["status", "-c", str(config), "--url", url, "--json"])
+        doc = json.loads(capsys.readouterr().out)
+        assert code == 0 and [o["status"] for o in doc["offices"]] == ["green", "green"]
 
     # Daemon gone: one clear line, exit 1.
     code = await asyncio.to_thread(main, ["status", "-c", str(config), "--url", url])
