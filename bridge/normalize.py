@@ -217,6 +217,22 @@ def _facts(
     return key, clinic, _uuid4(), now
 
 
+# CloudEvents' String type excludes control characters (U+0000-U+001F, U+007F-U+009F); a
+# Workstation header read as ISO-8859-1 or a text primary key may hold them.
+_CONTROL = {c: "\ufffd" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def ce_string(text: str) -> str:
+    """`text` as a CloudEvents String: each control character becomes U+FFFD."""
+    return text.translate(_CONTROL)
+
+
+def _subject(name: str, key: Any) -> str | None:
+    if key is None:
+        return None
+    return f"{name}/{ce_string(key) if type(key) is str else key}"
+
+
 def events(
     ctx: Context,
     table: Table,
@@ -225,6 +241,7 @@ def events(
     received_at: float,
 ) -> list[Event]:
     """One Event per row, in order."""
+    workstation = ce_string(workstation) if workstation else workstation
     now = received_time(received_at, ctx.zone)
     keep = kept_fields(ctx, table)
     schema = dataschema(ctx.schema_base, table, ctx.normalize)
@@ -237,7 +254,7 @@ def events(
                 kind=table.kind,
                 table=table.name,
                 source=ctx.source,
-                subject=f"{table.name}/{key}" if key is not None else None,
+                subject=_subject(table.name, key),
                 time=time,
                 customer=ctx.customer,
                 workstation=workstation,
@@ -266,6 +283,7 @@ def messages(
     The same bytes, built without the intermediate Event objects (the per-row hot path).
     `exchange` overrides the type's own (a catch-all for names beyond the cap, typenames.py).
     """
+    workstation = ce_string(workstation) if workstation else workstation  # once per request
     now = received_time(received_at, ctx.zone)
     name = table.name
     exchange = exchange or exchange_name(prefix, table.kind, name)
@@ -277,7 +295,7 @@ def messages(
     out: list[Message] = []
     for row in rows:
         key, clinic, event_id, time = _facts(ctx, table, row, now)
-        subject = f"{name}/{key}" if key is not None else None
+        subject = _subject(name, key)
         data = row_data(row, ctx, keep)
         body = envelope(
             event_id, source, event_type, subject, time, schema, customer, workstation, clinic, data

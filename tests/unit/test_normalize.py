@@ -238,3 +238,16 @@ def test_odclinic_absent_is_zero() -> None:
     row = {k: v for k, v in sample("appointment")["body"][0].items() if k != "ClinicNum"}
     [event] = normalize.events(CTX, opendental.table("db", "Appointment"), None, [row], RECEIVED)
     assert event.clinic == 0 and event.routing_key == "main-office.0._"
+
+
+def test_extensions_and_subject_are_cloudevents_strings() -> None:
+    """Control characters (a tab, C1 codes from a header read as ISO-8859-1) become U+FFFD."""
+    row = {**sample("schedule")["body"][0], "ScheduleNum": "9\x0103"}
+    table = opendental.table("db", "Schedule")
+    [event] = normalize.events(CTX, table, "OD\tSERVER\x85", [row], RECEIVED)
+    [message] = normalize.messages(CTX, table, "OD\tSERVER\x85", [row], RECEIVED, prefix="od")
+    body = orjson.loads(message.body)
+    assert event.workstation == body["odworkstation"] == "OD\ufffdSERVER\ufffd"
+    assert event.subject == body["subject"] == "Schedule/9\ufffd03"
+    assert event.routing_key == message.routing_key == "main-office.0.OD\ufffdSERVER\ufffd"
+    assert event.id == message.message_id  # ids are still computed from the raw row
