@@ -105,3 +105,30 @@ def test_check_config_lists_every_unknown_name(
     assert len(err) == 2
     assert "(did you mean 'Patient'?)" in err[0]
     assert "(did you mean 'Schedule'?)" in err[1]
+
+
+def test_a_field_the_table_does_not_have_is_an_error_with_its_right_case() -> None:
+    # `fields` keeps names in their exact case: `lname` would keep nothing and drop LName.
+    assert problems(customer("fields: {Patient: [PatNum, lname, Brithdate]}")) == [
+        "customers[0].fields.Patient: 'lname' is not a field of Patient (did you mean "
+        "'LName'?); if it is newer than this bridge, add it to allow_unknown",
+        "customers[0].fields.Patient: 'Brithdate' is not a field of Patient (did you mean "
+        "'Birthdate'?); if it is newer than this bridge, add it to allow_unknown",
+    ]
+
+
+def test_a_redact_name_no_table_has_is_an_error() -> None:
+    # Before: `redact: [SSNN]` passed and SSN was published.
+    assert problems(customer("redact: [ssn, SSNN]")) == [
+        "customers[0].redact: 'SSNN' is not a field of any table this bridge knows (did you "
+        "mean 'SSN'?); if it is newer than this bridge, add it to allow_unknown"
+    ]
+
+
+def test_allow_unknown_accepts_a_newer_field() -> None:
+    text = customer("""
+allow_unknown: [PreferredPronoun]
+fields: {Patient: [PatNum, PreferredPronoun]}
+redact: [PreferredPronoun]
+""")
+    assert parse(text, env={}).customers[0].redact == ("PreferredPronoun",)
