@@ -21,7 +21,9 @@ _RFC3339 = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2
 _NORMALIZED: dict[ColumnKind, dict[str, Any]] = {
     "int": {"type": "integer"},
     "num": {"type": "number"},
-    "text": {"type": "string"},
+    # normalize converts by value, not by column (the hot path knows no columns): a text that
+    # reads "true"/"false" becomes a boolean, one starting 0001-01-01 null. Said so, not hidden.
+    "text": {"type": ["string", "boolean", "null"]},
     "bool": {"type": "boolean"},
     "date": {"type": ["string", "null"], "pattern": _DATE},
     "datetime": {"type": ["string", "null"], "format": "date-time", "pattern": _RFC3339},
@@ -33,6 +35,7 @@ _NORMALIZED: dict[ColumnKind, dict[str, Any]] = {
 }
 _RAW: dict[ColumnKind, dict[str, Any]] = {
     **_NORMALIZED,
+    "text": {"type": "string"},
     "bool": {"type": "string", "enum": ["true", "false"]},
     "date": {"type": "string", "pattern": _DATE},
     "datetime": {"type": "string", "pattern": _RAW_DATETIME},
@@ -75,7 +78,7 @@ def _column_schema(kind: ColumnKind, normalized: bool) -> dict[str, Any]:
     return out
 
 
-def _description(table: Table, shape: Shape) -> str:
+def _description(table: Table, shape: Shape, normalized: bool) -> str:
     parts = [f"`data` of {event_type(table)}: primary key {table.primary_key}"]
     if table.change_columns:
         parts.append(f"change column {' / '.join(table.change_columns)} (the first present)")
@@ -85,6 +88,11 @@ def _description(table: Table, shape: Shape) -> str:
         parts.append(shape.note)
     origin = "Open Dental's documented example" if shape.documented else "the matching GET"
     parts.append(f"columns from {origin}; unknown extra fields are allowed")
+    if normalized:
+        parts.append(
+            "values are converted by what they read, not by column: a text that reads "
+            "true/false arrives as a boolean, one starting 0001-01-01 as null"
+        )
     return "; ".join(parts) + "."
 
 
@@ -96,7 +104,7 @@ def table_schema(table: Table, normalized: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
         "$schema": DIALECT,
         "title": f"{table.name} ({'normalized' if normalized else 'raw'})",
-        "description": _description(table, shape),
+        "description": _description(table, shape, normalized),
         "type": "object",
         "properties": {c.name: _column_schema(c.kind, normalized) for c in shape.columns},
         "required": [c.name for c in shape.columns if c.required],

@@ -189,3 +189,13 @@ def consumer_table() -> str:
 def test_readme_per_type_table_is_the_source() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert consumer_table() in readme, "README's per-type table: paste consumer_table()"
+
+
+def test_a_text_that_reads_like_a_boolean_or_no_date_still_validates() -> None:
+    """normalize converts by value: the schemas say so, so validation never parks such a row."""
+    ctx = normalize.Context("main-office", CHICAGO)
+    row = {**sample("appointment")["body"][0], "Note": "true", "ProcDescript": "0001-01-01 x"}
+    table = opendental.table("db", "Appointment")
+    [event] = normalize.events(ctx, table, None, [row], 0.0)
+    assert event.data["Note"] is True and event.data["ProcDescript"] is None
+    shipped_validator(event.dataschema).validate(event.data)
