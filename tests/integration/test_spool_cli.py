@@ -83,3 +83,34 @@ async def test_refused_while_a_daemon_holds_the_spool(prefix: str, tmp_path: Pat
             await asyncio.to_thread(spoolcli.run, config, "drain")
     finally:
         await daemon.close()
+
+
+def test_parked_rows_are_listed_exported_and_put_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "spool.sqlite3"
+    config = make_config("p", spool={"enabled": True, "path": str(path)})
+    rows = [
+        Message("p.db.appointment", "k", f"id-{i}", "com.opendental.db.Appointment", 1, b"{}")
+        for i in range(3)
+    ]
+
+    async def park_one() -> None:
+        spool = Spool(path, 100)
+        await spool.open()
+        await spool.append(rows)
+        [(seq, _)] = [r for r in await spool.peek(10) if r[1].message_id == "id-1"]
+        await spool.park([seq], "returned by RabbitMQ (no route)")
+        await spool.close()
+
+    asyncio.run(park_one())
+    assert spoolcli.run(config, "parked") == 0
+    listed = capsys.readouterr().out
+    assert "parked rows: 1" in listed and "id-1" in listed and "{}" not in listed  # no body
+    assert spoolcli.run(config, "export") == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert '"message_id":"id-1"' in line and '"body":{}' in line
+    assert spoolcli.run(config, "retry") == 0
+    assert "1 parked rows put back" in capsys.readouterr().out
+    assert spoolcli.run(config, "parked") == 0
+    assert "parked rows: 0" in capsys.readouterr().out

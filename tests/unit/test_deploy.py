@@ -213,3 +213,27 @@ def test_every_stop_timeout_covers_the_whole_shutdown() -> None:
     assert int(_unit()["Service"]["TimeoutStopSec"]) >= shutdown + 10
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     assert int(compose["services"]["bridge"]["stop_grace_period"].rstrip("s")) >= shutdown + 10
+
+
+def test_the_spool_drain_job_mounts_a_replicas_claim_like_the_statefulset() -> None:
+    (job,) = by_kind("Job")
+    (sts,) = by_kind("StatefulSet")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][:2] == ["spool", "drain"]
+    assert "--spool" in container["args"]
+    claim = next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)
+    template = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    # StatefulSet claims are named <template>-<statefulset>-<ordinal>.
+    assert claim["persistentVolumeClaim"]["claimName"].startswith(
+        f"{template}-{sts['metadata']['name']}-"
+    )
+    spool_path = container["args"][container["args"].index("--spool") + 1]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert spool_path.startswith(mounts[claim["name"]] + "/")
+    # Not one of the Services' endpoints.
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    for svc in by_kind("Service"):
+        assert not svc["spec"]["selector"].items() <= labels.items()
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "spool-drain-job.yaml" not in kustomization["resources"]  # a runbook, applied by hand
