@@ -9,7 +9,7 @@ INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
 RUNTIME := $(VENV)/.installed
 DEV     := $(VENV)/.installed-dev
 
-.PHONY: run test lint bench emulate tail dist constraints floors clean
+.PHONY: run test lint bench bench-cluster emulate tail dist constraints floors clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,10 @@ tail: $(RUNTIME)
 
 bench: $(DEV)
 	$(BIN)/python -m bench
+
+# One vs two replicas on a private 3-node RabbitMQ cluster (needs rabbitmq-server installed).
+bench-cluster: $(DEV)
+	$(BIN)/python -m bench.scaleout
 
 # A wheel to install elsewhere: pip install -c constraints.txt 'dist/od_bridge-….whl[fast]'
 dist: $(RUNTIME)
