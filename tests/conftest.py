@@ -34,7 +34,8 @@ def need_broker() -> None:
     """A test needing RabbitMQ at AMQP_URL: fails under CI=true when it is absent, else skips."""
     if not broker_available():
         host, port = broker_address()
-        missing(f"no RabbitMQ at {host}:{port} (start rabbitmq-server, or set AMQP_URL)")
+        where = f"{host}:{port}"
+        missing(f"no RabbitMQ at {where} for the integration tests (start it, or set AMQP_URL)")
 
 
 _booting: dict[int, RabbitCluster] = {}  # private clusters launched early, by size
@@ -84,7 +85,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line per thing a test needed and did not find, and the broker guard's verdict."""
     for what, count in MISSING.items():
         verb = "failed" if os.environ.get("CI") == "true" else "did not run"
-        terminalreporter.write_line(f"{count} integration tests {verb}: {what}", yellow=True)
+        terminalreporter.write_line(f"{count} tests {verb}: {what}", yellow=True)
     for line in _summary:
         terminalreporter.write_line(line)
 

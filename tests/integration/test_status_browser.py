@@ -8,7 +8,6 @@ are read back from the rendered DOM, and a screenshot is kept in build/artifacts
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import aiohttp
 import pytest
 
 from bridge.status_page import COLOURS
+from tests.support import missing
 
 from .offices import POLLING_S, OfficeSpec, Running, running
 
@@ -46,9 +46,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     """Headless Chromium driven through Debian's chromedriver (required under CI=true)."""
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium / chromium-driver missing (apt-get install chromium-driver)")
-        pytest.skip("chromium / chromium-driver not installed")
+        missing("chromium / chromium-driver not installed (apt-get install chromium-driver)")
     from selenium import webdriver  # noqa: PLC0415 - only where a browser exists
     from selenium.webdriver.chrome.service import Service as DriverService  # noqa: PLC0415
 

@@ -18,6 +18,7 @@ import yaml
 from bridge import config_loader as configmod
 from bridge import service
 from bridge.config import Listen
+from tests.support import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -149,9 +150,7 @@ def test_systemd_unit_hardening() -> None:
 
 def test_systemd_analyze_verify_and_exposure(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("systemd-analyze is missing (.ci/run installs Debian's systemd)")
-        pytest.skip("systemd-analyze not installed (apt-get install systemd)")
+        missing("systemd-analyze not installed (apt-get install systemd)")
     # verify insists that ExecStart exists: point it at this venv's entry point.
     exe = Path(sys.executable).with_name("od-bridge")
     unit = tmp_path / "od-bridge.service"
