@@ -28,9 +28,12 @@ def connection_name(configured: str | None, role: str = "") -> str:
 class Unreachable(PublishError):
     """No node of the list answered: where we tried and why each failed (no password)."""
 
-    def __init__(self, urls: Sequence[str], reasons: list[str]) -> None:
+    def __init__(
+        self, urls: Sequence[str], reasons: list[str], tried: Sequence[tuple[str, str]] = ()
+    ) -> None:
         self.url = ", ".join(safe_url(u) for u in urls)
         self.reason = "; ".join(reasons) if len(reasons) > 1 else reasons[0]
+        self.tried = tuple(tried)  # (URL without password, reason) per node tried, in order
         super().__init__(f"cannot reach RabbitMQ at {self.url}: {self.reason}")
 
 
@@ -54,6 +57,7 @@ async def connect_any(
     Returns the connection and the index of its URL; PublishError when none answered.
     """
     reasons: list[str] = []
+    tried: list[tuple[str, str]] = []
     for step in range(len(urls)):
         index = (first + step) % len(urls)
         # Built here rather than by aio_pika.connect, so a failed attempt is closed at once
@@ -66,12 +70,13 @@ async def connect_any(
             await connection.connect(timeout=connect_timeout)
         except Exception as exc:  # any failure to connect means "try the next node"
             why = reason(exc, urls[index])
+            tried.append((safe_url(urls[index]), why))
             reasons.append(f"{safe_url(urls[index])}: {why}" if len(urls) > 1 else why)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 2.0)
             continue
         return connection, index
-    raise Unreachable(urls, reasons or ["no URL"])
+    raise Unreachable(urls, reasons or ["no URL"], tried)
 
 
 def shuffled(urls: Sequence[str]) -> list[str]:

@@ -206,7 +206,9 @@ class AmqpPublisher:
             node = self._urls[max(self._node, 0)]
             url, why = safe_url(node), reason(exc, node)
         if why != self.problem:
-            log.warning(message, extra={"url": url, "reason": why})
+            # One line per node tried, each with its own reason (which node says what).
+            for node, node_why in getattr(exc, "tried", ()) or ((url, why),):
+                log.warning(message, extra={"url": node, "reason": node_why})
         self.problem = why
         return url, why
 

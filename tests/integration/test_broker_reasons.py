@@ -71,3 +71,21 @@ async def test_connecting_is_logged_once_with_the_url_but_no_password(
         assert "broker_error" not in Outbox(publisher, None, Metrics()).state()
     finally:
         await publisher.close()
+
+
+async def test_each_node_tried_gets_its_own_line(
+    need_broker: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = urls()
+    closed, refused = wrong["closed port"][0], wrong["bad password"][0]
+    caplog.set_level(logging.INFO)
+    publisher = AmqpPublisher(Amqp(url=(closed, refused)))  # type: ignore[arg-type]
+    with pytest.raises(PublishError):
+        await publisher.start(wait=True)
+    lines = [r for r in caplog.records if r.getMessage() == "broker unreachable at start; retrying"]
+    reasons = {r.url: r.reason for r in lines}  # type: ignore[attr-defined]
+    assert len(lines) == 2
+    assert "Connect call failed" in reasons[closed.replace(f":{PASSWORD}", "")]
+    assert "ACCESS_REFUSED" in reasons[refused.replace(f":{PASSWORD}", "")]
+    assert PASSWORD not in caplog.text
+    await publisher.close()
