@@ -117,14 +117,19 @@ async def test_keepalive_requests_are_not_cut_by_the_header_timeout(serve: Serve
 
 async def test_a_slow_body_is_refused_and_frees_its_slot(serve: Serve) -> None:
     # Before: one slow upload per concurrency slot made every other request 503 indefinitely.
-    port, metrics, _ = await serve(max_concurrent_requests=1, body_chunk_timeout_s=0.5)
+    # 2 s: ample time to see the slot taken before the slow request times out, even on a
+    # loaded machine.
+    port, metrics, _ = await serve(max_concurrent_requests=1, body_chunk_timeout_s=2.0)
     slow_reader, slow = await exchange(port, post_head(1000) + b'[{"AptNum": 1')
     # Once the slow request holds the only slot, a second one is turned away...
     status = b""
-    while b" 503 " not in status:
+    for _ in range(100):
+        if b" 503 " in status:
+            break
         reader, writer = await exchange(port, post_head(2, "Connection: close\r\n") + b"[]")
         status = await answer(reader)
         writer.close()
+    assert b" 503 " in status
     # ...until the slow one times out (408), after which the slot is free again.
     refused = await answer(slow_reader)
     assert refused.startswith(b"HTTP/1.1 408 ")
