@@ -70,6 +70,11 @@ def test_every_type_has_a_shape_and_a_schema() -> None:
         opendental.resolve(d["headers"].get("Event-Type"), (), d["body"]).name for d in deliveries
     }
     assert sampled <= known
+    for delivery in deliveries:  # every field of every sample is described by its type
+        t = opendental.resolve(delivery["headers"].get("Event-Type"), (), delivery["body"])
+        assert t.shape is not None
+        rows = delivery["body"] if isinstance(delivery["body"], list) else [delivery["body"]]
+        assert all(set(row) <= {c.name for c in t.shape.columns} for row in rows), t.name
     for t in opendental.KNOWN_TABLES:
         assert (SCHEMAS / contract.schema_path(t)).is_file()
         assert (SCHEMAS / contract.schema_path(t, normalized=False)).is_file()
