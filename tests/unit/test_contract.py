@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from bridge import asyncapi, contract, normalize, opendental
+from bridge import asyncapi, cli, contract, normalize, opendental
 from bridge.emulator.office import Office, make_row
 from bridge.od_tables import NUMERIC_STRINGS, SHAPES
 from tests.support import all_samples, sample
@@ -204,3 +204,13 @@ def test_a_text_that_reads_like_a_boolean_or_no_date_still_validates() -> None:
     [event] = normalize.events(ctx, table, None, [row], 0.0)
     assert event.data["Note"] is True and event.data["ProcDescript"] is None
     shipped_validator(event.dataschema).validate(event.data)
+
+
+def test_the_cli_generates_what_is_checked_in(tmp_path: Path) -> None:
+    assert cli.main(["schema", "json", "-o", str(tmp_path / "schemas")]) == 0
+    written = {p.relative_to(tmp_path / "schemas").as_posix() for p in tmp_path.rglob("*.json")}
+    assert written == set(contract.PATHS)
+    for path in written:
+        assert (tmp_path / "schemas" / path).read_bytes() == (SCHEMAS / path).read_bytes()
+    assert cli.main(["schema", "asyncapi", "-o", str(tmp_path / "asyncapi.yaml")]) == 0
+    assert (tmp_path / "asyncapi.yaml").read_bytes() == (ROOT / "asyncapi.yaml").read_bytes()
