@@ -16,16 +16,16 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+
+from tests.rabbit_host import BLOCK, PortBlock, our_pids
 
 # Not /usr/sbin/rabbitmq*: Debian's wrappers switch to the rabbitmq user and its HOME, hence to
 # the system node's cookie.
 RMQ_BIN = Path(os.environ.get("RABBITMQ_BIN_DIR", "/usr/lib/rabbitmq/bin"))
 EPMD = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
-BLOCK = 32  # ports per cluster: epmd, 11 for the CLI, then AMQP + distribution per node
-CTL_PORTS = 11
-LOCK_DIR = Path(tempfile.gettempdir()) / "od-bridge-rabbit-ports"
+CTL_PORTS = 11  # a cluster's block: epmd, 11 ports for the CLI, then AMQP + distribution per node
 PREFIX = "od-rabbit-"
 MEMORY_LIMIT = 400 * 2**20  # absolute watermark per node: 3 test nodes can't overcommit the host
 
@@ -42,65 +42,6 @@ def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} after {timeout} s")
         time.sleep(0.02)
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-        return True
-
-
-def _port_range() -> tuple[int, int]:
-    """Ports below Linux's ephemeral range, so no client socket takes one between runs."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    return 20000, max(low, 20000 + 4 * BLOCK)
-
-
-class PortBlock:
-    """BLOCK consecutive free ports, held by a file lock so other test runs pick another block."""
-
-    def __init__(self) -> None:
-        LOCK_DIR.mkdir(mode=0o1777, exist_ok=True)
-        low, high = _port_range()
-        firsts = list(range(low, high - BLOCK, BLOCK))
-        random.shuffle(firsts)
-        for first in firsts:
-            fd = os.open(LOCK_DIR / f"{first}.lock", os.O_CREAT | os.O_RDWR, 0o666)
-            try:  # os.lockf, not fcntl: conftest also loads under tests.windows_like (no fcntl)
-                os.lockf(fd, os.F_TLOCK, 0)
-            except OSError:
-                os.close(fd)
-                continue
-            if all(_bindable(p) for p in range(first, first + BLOCK)):
-                self.first, self._fd = first, fd
-                return
-            os.close(fd)
-        raise RuntimeError("no free block of ports for a private RabbitMQ")
-
-    def release(self) -> None:
-        """Let other runs use these ports again (idempotent)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def _our_pids(marker: str) -> list[int]:
-    """Processes whose environment carries `marker` (our HOME or pid file): ours, nobody else's."""
-    found = []
-    needle = marker.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-    return found
 
 
 class RabbitNode:
@@ -157,7 +98,7 @@ class RabbitNode:
     def pid(self) -> int | None:
         """The OS pid of this node's beam.smp, found by its own pid-file path in its environment."""
         marker = f"RABBITMQ_PID_FILE={self.pid_file}"
-        for pid in _our_pids(marker):
+        for pid in our_pids(marker):
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "beam.smp":
                     return pid
@@ -346,7 +287,7 @@ class RabbitCluster:
             self._epmd.terminate()
             self._epmd.wait(timeout=10)
             self._epmd = None
-        leftovers = _our_pids(f"HOME={self.base}")
+        leftovers = our_pids(f"HOME={self.base}")
         for pid in leftovers:  # anything still ours: never leave a process behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -361,10 +302,3 @@ class RabbitCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def private_node() -> Iterator[RabbitNode]:
-    """One private node (a cluster of one), removed afterwards."""
-    with RabbitCluster(size=1) as cluster:
-        yield cluster.nodes[0]
