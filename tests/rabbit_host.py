@@ -1,11 +1,18 @@
-"""The host's side of private RabbitMQ nodes: port blocks held across test runs, our processes."""
+"""The host's side of private RabbitMQ nodes: port blocks held across runs, our processes.
+
+Run as a script (`python rabbit_host.py DIR`), it is the watchdog that removes what a run left.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import random
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -70,3 +77,44 @@ def our_pids(marker: str) -> list[int]:
             if needle in (entry / "environ").read_bytes().split(b"\0"):
                 found.append(int(entry.name))
     return found
+
+
+def remove(base: Path) -> list[int]:
+    """SIGKILL every process whose HOME is `base`, then delete it; the pids that were left."""
+    leftovers = our_pids(f"HOME={base}")
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(base, ignore_errors=True)
+    return leftovers
+
+
+class Watchdog:
+    """Removes `base` and its processes once the test run that made it ends, however it ends.
+
+    The watchdog blocks reading a pipe whose only writer is this process: when this process
+    exits, even by SIGKILL, the kernel closes that end and the read returns.
+    """
+
+    def __init__(self, base: Path) -> None:
+        read_end, self._lifeline = os.pipe()  # not inherited by other children (O_CLOEXEC)
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, str(base)],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C or a killed process group leaves it running
+        )
+        os.close(read_end)
+
+    def release(self) -> None:
+        """The run removed everything itself: let the watchdog go (it finds nothing left)."""
+        if self._lifeline >= 0:
+            os.close(self._lifeline)
+            self._lifeline = -1
+            self._process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    sys.stdin.buffer.read()  # returns at EOF: the run that started us has ended
+    remove(Path(sys.argv[1]))

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.rabbit_host import BLOCK, PortBlock, our_pids
+from tests.rabbit_host import BLOCK, PortBlock, Watchdog, our_pids, remove
 
 # Not /usr/sbin/rabbitmq*: Debian's wrappers switch to the rabbitmq user and its HOME, hence to
 # the system node's cookie.
@@ -209,6 +209,7 @@ class RabbitCluster:
         self.size = size
         self.memory_limit = memory_limit
         self.base = Path(tempfile.mkdtemp(prefix=PREFIX))
+        self._watchdog = Watchdog(self.base)
         self.ports = PortBlock()
         first = self.ports.first
         self.epmd_port = first
@@ -287,12 +288,9 @@ class RabbitCluster:
             self._epmd.terminate()
             self._epmd.wait(timeout=10)
             self._epmd = None
-        leftovers = our_pids(f"HOME={self.base}")
-        for pid in leftovers:  # anything still ours: never leave a process behind
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.base, ignore_errors=True)
+        leftovers = remove(self.base)  # anything still ours: never leave a process behind
         self.ports.release()
+        self._watchdog.release()
         if leftovers or self.base.exists():
             raise RuntimeError(f"private RabbitMQ left processes {leftovers} or {self.base}")
 
