@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aio_pika
@@ -216,3 +217,37 @@ async def test_a_dead_node_in_the_url_list_is_skipped(prefix: str) -> None:
         assert await publisher.publish([message]) is True
     finally:
         await publisher.close()
+
+
+async def test_an_unavailable_unrouted_queue_never_blocks_publishing(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another connection holds an exclusive queue of that name: declaring it fails (locked),
+    # as it does on a cluster while a classic queue's home node is down.
+    holder = await aio_pika.connect(AMQP_URL)
+    channel = await holder.channel()
+    await channel.declare_queue(f"{prefix}.unrouted", exclusive=True)
+    publisher = AmqpPublisher(make_config(prefix).amqp)
+    await publisher.start(wait=True)  # connected all the same
+    try:
+        assert "the unrouted queue is unavailable" in caplog.text
+        message = Message(f"{prefix}.db.appointment", "k", "id-1", "com.opendental.db.X", 1, b"{}")
+        probe = await channel.declare_queue(exclusive=True)
+        await probe.bind(f"{prefix}.db.appointment", routing_key="#")
+        assert await publisher.publish([message]) is True
+        await holder.close()  # the queue comes back: the bridge declares it in the background
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            check = await connection.channel()
+            for _ in range(100):
+                try:
+                    await check.declare_queue(f"{prefix}.unrouted", passive=True)
+                    break
+                except aio_pika.exceptions.ChannelNotFoundEntity:
+                    check = await connection.channel()
+                    await asyncio.sleep(0.1)  # polling the broker: no event to await here
+            else:
+                raise AssertionError("the unrouted queue was not declared again")
+    finally:
+        await publisher.close()
+        if not holder.is_closed:
+            await holder.close()
