@@ -77,11 +77,19 @@ class Ledger:
         return len(self.arrivals) - len(set(self.arrivals))
 
     def out_of_order(self) -> list[int]:
-        """Per client, rows whose last copy arrived before an earlier row's last copy."""
-        last: dict[int, int] = {row: i for i, row in enumerate(self.arrivals)}
+        """Per client, rows whose first copy arrived after a later row's first copy.
+
+        First copies, as a consumer deduping on the message id sees them: the bridge keeps
+        that order. A second copy (resent after its confirm was lost: a timeout, a dropped or
+        blocked connection, while RabbitMQ had stored the row anyway) can arrive after later
+        rows; that is a duplicate, not a reordering (README, Guarantees).
+        """
+        first: dict[int, int] = {}
+        for i, row in enumerate(self.arrivals):
+            first.setdefault(row, i)
         bad: list[int] = []
-        for client in {row // 1_000_000 for row in last}:
-            rows = sorted((r for r in last if r // 1_000_000 == client), key=last.__getitem__)
+        for client in {row // 1_000_000 for row in first}:
+            rows = sorted((r for r in first if r // 1_000_000 == client), key=first.__getitem__)
             bad += [b for a, b in itertools.pairwise(rows) if b < a]
         return bad
 
