@@ -67,6 +67,10 @@ class Ledger:
     arrivals: list[int] = field(default_factory=list)
     progress: asyncio.Event = field(default_factory=asyncio.Event)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # Clients wait at request `hold_at` until `go` is set: a fault that takes long to switch
+    # on (rabbitmqctl on a busy machine) must not find the whole load already sent.
+    hold_at: int | None = None
+    go: asyncio.Event = field(default_factory=asyncio.Event)
 
     def missing(self) -> set[int]:
         """Rows answered 200 that never arrived."""
@@ -128,6 +132,8 @@ async def client(
     """One Open Dental-like sender: numbered rows, resending a refused batch like OD does."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         for r in range(requests):
+            if r == ledger.hold_at:
+                await ledger.go.wait()
             ids = [number * 1_000_000 + r * rows + i for i in range(rows)]
             body = orjson.dumps([{"AptNum": i, "DateTStamp": STAMP, "Note": "x"} for i in ids])
             headers = {"Authorization": TEST_KEY, "Event-Type": "WatchTable: Appointment"}
