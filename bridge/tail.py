@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import logging
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
@@ -75,13 +76,21 @@ async def _tail(
         raise BridgeError(f"cannot reach RabbitMQ ({exc})") from exc
     stop = asyncio.Event()
     on_stop_signals(asyncio.get_running_loop(), stop.set)
-    async with connection:
+    lost: list[object] = []
+
+    def on_close(*_: object) -> None:
+        # A plain connection (any node of the list): a loss ends the tail with a clear line,
+        # rather than leaving it silent.
+        lost.append(True)
+        stop.set()
+
+    connection.close_callbacks.add(on_close)
+    try:
         channel = await connection.channel()
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         for name in bound:
             exchange = await declare_event_exchange(channel, config.amqp.exchange_prefix, name)
             await queue.bind(exchange, routing_key="#")
-        print(f"tailing {config.amqp.exchange_prefix}.* (Ctrl-C to stop)", file=sys.stderr)
         wanted = set(customers)
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -92,10 +101,22 @@ async def _tail(
                         print(line(event, pretty), flush=True)
 
         await queue.consume(on_message)
+        print(f"tailing {config.amqp.exchange_prefix}.* (Ctrl-C to stop)", file=sys.stderr)
         await stop.wait()
+    except BROKER_ERRORS:
+        lost.append(True)  # lost while setting up
+    finally:
+        connection.close_callbacks.discard(on_close)
+        with suppress(Exception):  # a lost connection may fail its close too
+            await asyncio.wait_for(connection.close(), 2)
+    if lost:
+        raise BridgeError("the connection to RabbitMQ was lost; run `od-bridge tail` again")
 
 
 def tail(config: Config, *, types: Sequence[str], customers: Sequence[str], pretty: bool) -> int:
     """Run until interrupted; print each event as it arrives."""
+    # A lost connection is reported in one sentence below; aiormq's own traceback of it
+    # (through logging's last-resort handler: tail configures no logging) is noise here.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     asyncio.run(_tail(config, types, customers, pretty))
     return 0
