@@ -322,6 +322,13 @@ class AmqpLink:
                         publisher_confirms=True, on_return_raises=True
                     )
             except BROKER_ERRORS:
+                if connection_blocked(connection):
+                    # A resource alarm, not a dead connection: RabbitMQ reads nothing from it
+                    # until the alarm clears, then stores the rows still in it. Leaving it would
+                    # not unblock us (a new connection is blocked at its first publish) but let
+                    # those stale rows land after newer ones sent on the next connection.
+                    # A channel is opened again once it is unblocked.
+                    return
                 # aio-pika's is_closed stays False after a server close or reset: a channel
                 # that cannot be opened is the sign. Reconnect, to any node.
                 if connection is self._connection:
