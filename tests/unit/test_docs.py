@@ -190,3 +190,39 @@ def test_readme_cloudevent_is_what_the_bridge_encodes() -> None:
         "main-office.0.OD-SERVER",
     )
     assert "`main-office.0.OD-SERVER`" in section.split("```json", 1)[0]
+
+
+def readme_module_map() -> dict[str, str]:
+    """The README's module map (Development section): 'sync/client.py' style path → its line."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Development", 1)[1]
+    block = section.split("```\nbridge/", 1)[1].split("```", 1)[0]
+    entries: dict[str, str] = {}
+    package = ""
+    for line in block.splitlines()[1:]:
+        match = re.match(r"^( +)(\S+)\s*(.*)$", line)
+        if not match:  # a line past the bridge/ tree (examples/, deploy/) ends the map
+            break
+        indent, name, meaning = len(match.group(1)), match.group(2), match.group(3)
+        if indent == 2 and name.endswith("/"):
+            package = name
+        elif indent == 2 or (indent == 4 and package):
+            path = name if indent == 2 else package + name
+            assert name.endswith(".py"), f"README module map: {name!r} is not a module"
+            assert path not in entries, f"README module map lists {path} twice"
+            assert meaning.strip(), f"README module map: {path} has no description"
+            entries[path] = meaning
+    return entries
+
+
+def test_readme_module_map_lists_every_module() -> None:
+    """Every module under bridge/ has its line in the README's map, and every line a module."""
+    package = ROOT / "bridge"
+    modules = {
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if path.name not in {"__init__.py", "__main__.py"}
+    }
+    listed = set(readme_module_map())
+    assert not modules - listed, f"README module map misses {sorted(modules - listed)}"
+    assert not listed - modules, f"README module map: no such module {sorted(listed - modules)}"
