@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import TypeVar
 
-from .config import AuthFailureLimit, Customer
+from .config import AuthFailureLimit
+from .config_customer import Customer
 from .errors import Unauthorized
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

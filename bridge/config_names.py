@@ -6,7 +6,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from .config import Config, Customer
+from .config import Config
+from .config_customer import Customer
 from .opendental import KNOWN_TABLES, UNKNOWN, Table
 
 _NEWER = "if it is newer than this bridge, add it to allow_unknown"

@@ -11,7 +11,8 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .config import Config, Customer
+from .config import Config
+from .config_customer import Customer
 from .opendental import parse_datetime
 from .sync.plan import desired, is_expired, is_managed, key_of
 

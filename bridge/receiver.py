@@ -14,7 +14,8 @@ from aiohttp.web_urldispatcher import _default_expect_handler
 
 from . import access, normalize, opendental, schema_routes
 from .body import parse
-from .config import Config, Customer
+from .config import Config
+from .config_customer import Customer
 from .errors import (
     BadRequest,
     ClientClosed,

@@ -6,7 +6,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .config import Config, Customer
+from .config import Config
+from .config_customer import Customer
 from .errors import SpoolError
 from .health import (
     AMBER,

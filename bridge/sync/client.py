@@ -20,7 +20,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ..config import Customer
+from ..config_customer import Customer
 from ..errors import ConfigError, OpenDentalAnswerError, OpenDentalUnreachable
 
 log = logging.getLogger("od_bridge.odapi")

@@ -14,7 +14,8 @@ from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import ChannelLockedResource
 
 from ..broker import connect_any, connection_name, shuffled
-from ..config import Config, Customer
+from ..config import Config
+from ..config_customer import Customer
 from ..errors import ConfigError, OpenDentalError, PublishError
 from ..publisher import BROKER_ERRORS
 from .apply import Outcome, apply

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from ..config import MANAGED_NOTE, Config, Customer
+from ..config import Config
+from ..config_customer import MANAGED_NOTE, Customer
 from ..opendental import NEVER, parse_datetime
 
 Op = Literal["create", "update", "delete", "unchanged", "ignored"]

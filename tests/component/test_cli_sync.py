@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bridge.cli import main
-from bridge.config import MANAGED_NOTE
+from bridge.config_customer import MANAGED_NOTE
 from bridge.config_loader import parse
 from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 from bridge.sync.apply import apply

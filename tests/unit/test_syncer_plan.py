@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bridge.config import MANAGED_NOTE
+from bridge.config_customer import MANAGED_NOTE
 from bridge.config_loader import parse
 from bridge.sync.plan import desired, plan
 
