@@ -55,6 +55,10 @@ async def test_a_blocked_connection_is_kept_and_used_again(private_rabbit: Rabbi
     await publisher.start()
     notice, unblocked = Notice("was blocked"), Notice("was unblocked")
     aiormq_log = logging.getLogger("aiormq.connection")
+    # Another test may have quieted aiormq for the whole process (`tail` sets it to CRITICAL):
+    # its warnings are the only sign of a block, so this logger must let them through.
+    saved_level = aiormq_log.level
+    aiormq_log.setLevel(logging.WARNING)
     aiormq_log.addHandler(notice)
     aiormq_log.addHandler(unblocked)
     try:
@@ -92,4 +96,5 @@ async def test_a_blocked_connection_is_kept_and_used_again(private_rabbit: Rabbi
     finally:
         aiormq_log.removeHandler(notice)
         aiormq_log.removeHandler(unblocked)
+        aiormq_log.setLevel(saved_level)
         await publisher.close()
