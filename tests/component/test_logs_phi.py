@@ -248,11 +248,11 @@ async def test_an_error_line_carries_frames_not_the_message(
     assert line["level"] == "error" and line["error"] == "ValueError"
     # Outermost first, each `file:line function`, from the receiver down to the raise.
     assert all(re.fullmatch(r"[\w/.-]+\.py:\d+ [\w<>]+", frame) for frame in line["stack"])
-    assert line["stack"][0].startswith("bridge/receiver.py:")
+    assert line["stack"][0].startswith("bridge/webhook.py:")
     assert re.fullmatch(r"tests/component/test_logs_phi\.py:\d+ publish", line["stack"][-1])
     [cause] = line["causes"]  # what it was raised from, the same way
     assert cause["error"] == "KeyError"
     assert re.fullmatch(r"tests/component/test_logs_phi\.py:\d+ publish", cause["stack"][-1])
     # The text format: the class and the frames on the same line.
     [human] = [x for x in text.splitlines() if "unexpected error" in x and not x.startswith("{")]
-    assert "error=ValueError stack=bridge/receiver.py:" in human
+    assert "error=ValueError stack=bridge/webhook.py:" in human
