@@ -13,7 +13,8 @@ from aiohttp import web
 from bridge.config_loader import parse
 from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
 from bridge.errors import OpenDentalAnswerError, OpenDentalUnreachable
-from bridge.sync.client import OpenDentalClient, message_of, retry_after
+from bridge.sync.client import OpenDentalClient, message_of
+from bridge.sync.pacing import retry_after
 
 DB = {
     "EndPointUrl": "http://127.0.0.1:8080/apievents/Appointment",
