@@ -10,7 +10,7 @@ import orjson
 import pytest
 from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_event
 
-from bridge import normalize, opendental, routing
+from bridge import event_ids, normalize, opendental, routing
 from bridge.events import CONTENT_TYPE, encode
 from tests.support import all_samples, sample
 
@@ -145,24 +145,24 @@ def test_db_ids_are_deterministic_and_distinct() -> None:
 def test_db_id_changes_with_row_state_only() -> None:
     table = opendental.table("db", "Appointment")
     row = dict(sample("appointment")["body"][0])
-    base = normalize.row_id("main-office", table, row)
-    assert normalize.row_id("main-office", table, {**row, "Note": "x"}) == base  # same stamp
+    base = event_ids.row_id("main-office", table, row)
+    assert event_ids.row_id("main-office", table, {**row, "Note": "x"}) == base  # same stamp
     moved = {**row, "DateTStamp": "2026-11-28 09:00:00"}
-    assert normalize.row_id("main-office", table, moved) != base
+    assert event_ids.row_id("main-office", table, moved) != base
 
 
 def test_db_id_without_key_or_stamp_hashes_the_canonical_row() -> None:
     table = opendental.table("db", "Unknown")
-    a = normalize.row_id("c", table, {"x": 1, "y": "2"})
-    b = normalize.row_id("c", table, {"y": "2", "x": 1})
-    c = normalize.row_id("c", table, {"x": 1, "y": "3"})
+    a = event_ids.row_id("c", table, {"x": 1, "y": "2"})
+    b = event_ids.row_id("c", table, {"y": "2", "x": 1})
+    c = event_ids.row_id("c", table, {"x": 1, "y": "3"})
     assert a == b != c
 
 
 def test_db_ids_are_stable_across_processes() -> None:
     code = (
-        "from bridge import normalize, opendental;"
-        "print(normalize.row_id('main-office', opendental.table('db','Appointment'),"
+        "from bridge import event_ids, opendental;"
+        "print(event_ids.row_id('main-office', opendental.table('db','Appointment'),"
         "{'AptNum': 18, 'DateTStamp': '2026-11-28 08:30:12'}))"
     )
     ids = {

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from bridge import normalize, opendental
+from bridge import event_ids, normalize, opendental
 from bridge.events import Message, encode
 
 ZONE = ZoneInfo("America/Chicago")
@@ -77,7 +77,7 @@ def test_received_time_matches_datetime() -> None:
 
 def test_row_id_text_is_a_uuidv8() -> None:
     table = opendental.table("db", "Appointment")
-    event_id = normalize.row_id("main-office", table, APPOINTMENT)
+    event_id = event_ids.row_id("main-office", table, APPOINTMENT)
     assert re.fullmatch(
         r"[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", event_id
     )
@@ -94,7 +94,7 @@ def test_deterministic_id_is_the_hash_with_version_and_variant_set() -> None:
     as_int &= ~(0xF000 << 64) & ~(0xC000 << 48)
     as_int |= (0x8000 << 64) | (0x8000 << 48)
     expected = str(uuid.UUID(int=as_int))
-    assert normalize._uuid(material) == expected == "ca95ea63-5447-8ff7-bdd4-a069cfb9fde4"
+    assert event_ids.hash_id(material) == expected == "ca95ea63-5447-8ff7-bdd4-a069cfb9fde4"
     # Only those 6 bits differ from the old (pre-UUIDv8) form of the same hash.
     old = uuid.UUID(bytes=digest).int
     assert bin(old ^ uuid.UUID(expected).int).count("1") <= 6
