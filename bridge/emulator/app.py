@@ -13,13 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
-import orjson
 from aiohttp import web
 
 from ..opendental import DATETIME_FORMAT, NEVER, table
-from .api import Gate, Subscriptions, answer, routes
+from .api import Gate, Subscriptions, routes
+from .controls import control_routes
 from .office import DEFAULT_TABLES, Counters, Office, Row
+from .sender import Sender, record_failure
 
 log = logging.getLogger("od_bridge.emulator")
 DOC_DEVELOPER_KEY = "NFF6i0KrXrxDkZHt"  # the public test keys from Open Dental's docs
@@ -70,7 +70,7 @@ class Emulator:
         self.acked: set[tuple[str, Any, str]] = set()  # (table, primary key, change stamp)
         self._busy: set[int] = set()
         self._retry_at: dict[int, datetime] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self.sender = Sender(self.settings.post_timeout_s, self.settings.legacy)
         self._rand = random.Random(self.settings.seed)  # noqa: S311 - simulation only
 
     def now(self) -> datetime:
@@ -88,32 +88,6 @@ class Emulator:
         rows = self.office.delete(name, n, now or self.now())
         self.counters.add(f"{name}Deleted", "changed", len(rows))
         return rows
-
-    async def _post(self, url: str, body: Any, headers: dict[str, str]) -> int:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        timeout = aiohttp.ClientTimeout(total=self.settings.post_timeout_s)
-        try:
-            async with self._session.post(
-                url, data=orjson.dumps(body), headers=headers, timeout=timeout
-            ) as resp:
-                await resp.read()
-                return resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.info("event POST failed", extra={"error": type(exc).__name__})
-            return 0  # no answer: as much a failure as a 503
-
-    def _headers(
-        self, sub: dict[str, Any], kind: str, name: str, workstation: str
-    ) -> dict[str, str]:
-        headers = {
-            "Authorization": sub["CustomerKey"],
-            "Content-Type": "application/json; charset=utf-8",
-        }
-        if not self.settings.legacy:
-            headers["Event-Type"] = f"{kind}: {name}"
-            headers["Workstation"] = workstation
-        return headers
 
     def _due(self, sub: dict[str, Any], now: datetime) -> bool:
         if not sub["WatchTable"] or sub["SubscriptionNum"] in self._busy:
@@ -136,7 +110,7 @@ class Emulator:
         )
         rows = self.office.changed(name, start, now)
         info = table("db", name)
-        headers = self._headers(
+        headers = self.sender.headers(
             sub, "WatchTable", name, sub["Workstation"] or self.settings.workstation
         )
         size = self.settings.batch_size
@@ -145,12 +119,12 @@ class Emulator:
             self.counters.posts_sent += 1
             self.counters.rows_sent += len(batch)
             self.counters.add(name, "sent", len(batch))
-            status = await self._post(sub["EndPointUrl"], batch, headers)
+            status = await self.sender.post(sub["EndPointUrl"], batch, headers)
             if status != 200:
                 # DateTimeStart stays: the next cycle resends everything since then.
                 self.counters.posts_failed += 1
                 self._retry_at[num] = now + timedelta(seconds=max(1, sub["PollingSeconds"]))
-                self._failed(sub, status, now, self._retry_at[num])
+                record_failure(sub, status, now, self._retry_at[num])
                 return
             self.counters.posts_ok += 1
             self.counters.rows_acked += len(batch)
@@ -163,22 +137,6 @@ class Emulator:
             sub["DateTimeStart"] = now.strftime(DATETIME_FORMAT)
             if "FailureReason" in sub:
                 sub.update(FailureReason="", SubsequentFailures=0, DateTimeNextRetry=NEVER)
-
-    @staticmethod
-    def _failed(sub: dict[str, Any], status: int, now: datetime, retry: datetime | None) -> None:
-        """Record a failed delivery in the subscription's failure fields (where it has them)."""
-        if "FailureReason" not in sub:
-            return
-        # What .NET's HttpWebRequest would say (our guess at the text Open Dental stores).
-        reason = (
-            f"The remote server returned an error: ({status})."
-            if status
-            else "Unable to connect to the remote server"
-        )
-        sub["FailureReason"] = reason
-        sub["SubsequentFailures"] += 1
-        sub["DateTimeLastFailure"] = now.strftime(DATETIME_FORMAT)
-        sub["DateTimeNextRetry"] = retry.strftime(DATETIME_FORMAT) if retry else NEVER
 
     async def fire_once(self, now: datetime | None = None) -> int:
         """Run one polling cycle at office time `now`: every due subscription sends; how many."""
@@ -211,15 +169,15 @@ class Emulator:
         statuses = []
         for sub in targets:  # fired once, never retried: a failure loses the event
             self.counters.ui_sent += 1
-            status = await self._post(
+            status = await self.sender.post(
                 sub["EndPointUrl"],
                 patient,
-                self._headers(sub, "UiEventType", "PatientSelected", ws),
+                self.sender.headers(sub, "UiEventType", "PatientSelected", ws),
             )
             self.counters.ui_acked += status == 200
             self.counters.ui_failed += status != 200
             if status != 200:
-                self._failed(sub, status, when, None)  # never retried
+                record_failure(sub, status, when, None)  # never retried
             elif "FailureReason" in sub:
                 sub.update(FailureReason="", SubsequentFailures=0)
             statuses.append(status)
@@ -248,9 +206,7 @@ class Emulator:
 
     async def aclose(self) -> None:
         """Close the sender's HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.sender.aclose()
 
     async def _office_loop(self) -> None:
         tick, owed_rows, owed_selects = self.settings.tick_s, 0.0, 0.0
@@ -278,41 +234,7 @@ class Emulator:
         """The aiohttp app: API routes and the `/emulator/*` controls."""
         app = web.Application()
         app.add_routes(routes(self.subs, self.gate, self.settings.page_size))
-
-        async def stats(_: web.Request) -> web.Response:
-            return answer(self.stats())
-
-        async def select(request: web.Request) -> web.Response:
-            num = request.match_info["num"]
-            if not num.isdigit():
-                return answer("PatNum must be a number.", 400)
-            statuses = await self.select_patient(int(num), request.query.get("workstation"))
-            return answer({"sent": len(statuses), "statuses": statuses})
-
-        async def change(request: web.Request) -> web.Response:
-            n = request.query.get("n", "1")
-            name = request.match_info["table"]
-            if not n.isdigit() or not name.isidentifier():
-                return answer("usage: POST /emulator/change/{Table}?n=COUNT", 400)
-            return answer({"changed": len(self.change_rows(name, int(n)))})
-
-        def pause(paused: bool) -> Any:
-            async def handler(_: web.Request) -> web.Response:
-                self.paused = paused
-                log.info("office paused" if paused else "office resumed")
-                return answer({"paused": self.paused})
-
-            return handler
-
-        app.add_routes(
-            [
-                web.get("/emulator/stats", stats),
-                web.post("/emulator/office/pause", pause(True)),
-                web.post("/emulator/office/resume", pause(False)),
-                web.post("/emulator/select/{num}", select),
-                web.post("/emulator/change/{table}", change),
-            ]
-        )
+        app.add_routes(control_routes(self))
         return app
 
     @contextlib.asynccontextmanager
