@@ -69,7 +69,10 @@ floors:
 	  --resolution lowest-direct -e '.[dev,fast,deploy]'
 	$(VENV)-floors/bin/ruff check --no-cache .
 	$(VENV)-floors/bin/mypy --cache-dir $(VENV)-floors/mypy bridge bench
-	$(VENV)-floors/bin/pytest -q -p no:cacheprovider tests/unit tests/component
+	# Old releases may leave a socket for the GC (a ResourceWarning, an error in the pinned run):
+	# here the question is whether the code works with them, so such warnings are not errors.
+	$(VENV)-floors/bin/pytest -q -p no:cacheprovider -W 'ignore::pytest.PytestUnraisableExceptionWarning' \
+	  tests/unit tests/component
 	rm -rf $(VENV)-floors
 
 # Renew the pins: resolve the newest allowed versions in a scratch venv, then `make clean test`.
