@@ -4,49 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import parking, spoolhealth
+from . import parking, spoolhealth, spoolrows
 from .errors import SpoolError, SpoolFull
 from .events import Message
 from .spoolfile import SpoolFile, lock_file
+from .spoolrows import SCHEMA, Stats, file_bytes
 
 __all__ = ["Spool", "Stats", "file_bytes", "lock_file"]  # lock_file: where callers find it
 log = logging.getLogger("od_bridge.spool")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    exchange TEXT NOT NULL,
-    routing_key TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    timestamp INTEGER NOT NULL,
-    body BLOB NOT NULL
-)
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """What `od-bridge spool stats` shows."""
-
-    depth: int
-    oldest_timestamp: int | None
-    file_bytes: int
 
 
 class Spool(SpoolFile):
     """FIFO outbox. Appends are group-committed: many requests share one fsync, off the loop."""
 
-    schema = _SCHEMA
+    schema = SCHEMA
 
     def __init__(
         self,
@@ -253,7 +231,8 @@ class Spool(SpoolFile):
         """
         if not self._salvaging:
             try:
-                rows: list[tuple[int, Message]] = await self._run(self._peek, limit)
+                assert self._db is not None
+                rows: list[tuple[int, Message]] = await self._run(spoolrows.peek, self._db, limit)
             except SpoolError:
                 if self.damage is None:
                     raise
@@ -261,28 +240,6 @@ class Spool(SpoolFile):
             else:
                 return rows
         return await self._peek_damaged(limit)
-
-    def _peek(self, limit: int) -> list[tuple[int, Message]]:
-        assert self._db is not None
-        cursor = self._db.execute(
-            "SELECT seq, exchange, routing_key, message_id, type, timestamp, body"
-            " FROM events ORDER BY seq LIMIT ?",
-            (limit,),
-        )
-        return [
-            (
-                seq,
-                Message(
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    message_id=message_id,
-                    type=type_,
-                    timestamp=timestamp,
-                    body=bytes(body),
-                ),
-            )
-            for seq, exchange, routing_key, message_id, type_, timestamp, body in cursor
-        ]
 
     async def delete(self, first: int, last: int) -> None:
         """Remove rows first..last (confirmed by the broker)."""
@@ -330,27 +287,12 @@ class Spool(SpoolFile):
 
     async def stats(self) -> Stats:
         """Depth, age of the oldest row and file size."""
-        stats: Stats = await self._run(self._stats)
+        assert self._db is not None
+        stats: Stats = await self._run(spoolrows.stats, self._db, self.path)
         return stats
 
     async def oldest_timestamp(self) -> float | None:
         """When the oldest waiting row was accepted (Unix time), or None when empty."""
-        found: float | None = await self._run(self._oldest)
+        assert self._db is not None
+        found: float | None = await self._run(spoolrows.oldest, self._db)
         return found
-
-    def _oldest(self) -> float | None:
-        assert self._db is not None
-        # The first row by seq (rows are appended in order): one B-tree descent, where
-        # min(timestamp) would read the whole table on every scrape during an outage.
-        row = self._db.execute("SELECT timestamp FROM events ORDER BY seq LIMIT 1").fetchone()
-        return float(row[0]) if row else None
-
-    def _stats(self) -> Stats:
-        assert self._db is not None
-        depth, oldest = self._db.execute("SELECT count(*), min(timestamp) FROM events").fetchone()
-        return Stats(depth=depth, oldest_timestamp=oldest, file_bytes=file_bytes(self.path))
-
-
-def file_bytes(path: Path) -> int:
-    """A spool's size on disk: the database file and its WAL (readable while a daemon runs)."""
-    return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if os.path.exists(p))
