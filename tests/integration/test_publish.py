@@ -130,17 +130,21 @@ async def test_an_unknown_table_gets_its_own_exchange(
     assert event["subject"] == "Commlog/5"
 
 
-async def test_a_clashing_unrouted_queue_is_a_clear_error(
-    prefix: str, caplog: pytest.LogCaptureFixture, publish_path: str
-) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
+async def declare_unrouted(prefix: str, *, max_length: int, queue_type: str) -> None:
+    """Declare `{prefix}.unrouted` durable with these arguments, on a connection of its own."""
+    async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
         await channel.declare_queue(
             f"{prefix}.unrouted",
             durable=True,
-            arguments={"x-max-length": 7, "x-queue-type": "quorum"},
+            arguments={"x-max-length": max_length, "x-queue-type": queue_type},
         )
+
+
+async def test_a_clashing_unrouted_queue_is_a_clear_error(
+    prefix: str, caplog: pytest.LogCaptureFixture, publish_path: str
+) -> None:
+    await declare_unrouted(prefix, max_length=7, queue_type="quorum")
     publisher = AmqpPublisher(make_config(prefix).amqp)
     with pytest.raises(PublishError, match="ChannelPreconditionFailed"):
         await publisher.start(wait=True)
@@ -152,14 +156,7 @@ async def test_a_clashing_unrouted_queue_is_a_clear_error(
 async def test_an_unrouted_queue_of_the_other_type_stops_the_start(
     prefix: str, existing: str, wanted: str
 ) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        await channel.declare_queue(
-            f"{prefix}.unrouted",
-            durable=True,
-            arguments={"x-max-length": 100_000, "x-queue-type": existing},
-        )
+    await declare_unrouted(prefix, max_length=100_000, queue_type=existing)
     settings = make_config(prefix).amqp.model_copy(update={"unrouted_queue_type": wanted})
     publisher = AmqpPublisher(settings)
     with pytest.raises(UnroutedTypeMismatch, match=f"exists as a {existing} queue.*migrate"):
@@ -168,15 +165,8 @@ async def test_an_unrouted_queue_of_the_other_type_stops_the_start(
 
 
 async def test_the_unrouted_queue_is_a_quorum_queue_by_default(bridge: str, prefix: str) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        # Declaring it as a quorum queue passively-equivalent succeeds only if it is one.
-        await channel.declare_queue(
-            f"{prefix}.unrouted",
-            durable=True,
-            arguments={"x-max-length": 100_000, "x-queue-type": "quorum"},
-        )
+    # Declaring it as a quorum queue passively-equivalent succeeds only if it is one.
+    await declare_unrouted(prefix, max_length=100_000, queue_type="quorum")
 
 
 async def test_a_clashing_exchange_for_a_new_type_is_a_clear_error_logged_once(
