@@ -62,6 +62,7 @@ class AmqpLink:
         self.last_failure: str | None = None  # returned | nacked | timeout | disconnected
         self._supervisor: asyncio.Task[None] | None = None
         self._unrouted: asyncio.Task[None] | None = None
+        self._closing_old: set[asyncio.Task[None]] = set()  # closes of left connections
         self._closing = False  # our own close: the connection loss is no news
         self._probe: aio_pika.abc.AbstractChannel | None = None  # for metrics RPCs only
         self.problem: str | None = None  # why the last connect failed (for /readyz), else None
@@ -221,7 +222,11 @@ class AmqpLink:
         self.confirming = False
         self.last_failure = "disconnected"
         if connection is not None:
-            asyncio.get_running_loop().create_task(_quietly(connection.close()))
+            # Closed in the background (a dead peer may take the close timeout), but owned: the
+            # task is referenced until done and close() awaits what is still running.
+            closing = asyncio.get_running_loop().create_task(_quietly(connection.close()))
+            self._closing_old.add(closing)
+            closing.add_done_callback(self._closing_old.discard)
             if not self._closing:
                 log.warning(why, extra={"node": where(self._urls[self._node])})
         if not self._closing:
@@ -237,6 +242,7 @@ class AmqpLink:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             await _quietly(connection.close())
+        await asyncio.gather(*self._closing_old, return_exceptions=True)
         self.connected.clear()
 
     @property
