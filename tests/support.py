@@ -17,6 +17,7 @@ import yaml
 
 from bridge.config import Config
 from bridge.config_loader import parse
+from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY
 from bridge.publisher import AmqpPublisher
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
@@ -61,6 +62,28 @@ def make_config(
         ],
     }
     return parse(yaml.safe_dump(raw), env={})
+
+
+def office_config_text(
+    *, port: int, amqp_url: str, prefix: str, api_url: str, subscriptions: list[str]
+) -> str:
+    """The YAML of a bridge on `port` syncing main-office (the docs' keys) with an emulator."""
+    listed = "\n".join(f"      - {{{entry}}}" for entry in subscriptions)
+    return f"""
+listen: {{host: 127.0.0.1, port: {port}}}
+public_url: http://127.0.0.1:{port}
+amqp: {{url: "{amqp_url}", exchange_prefix: {prefix}}}
+spool: {{enabled: false}}
+customers:
+  - name: main-office
+    customer_key: {DOC_CUSTOMER_KEY}
+    timezone: America/Chicago
+    api: {{url: "{api_url}", developer_key: {DOC_DEVELOPER_KEY}, min_interval_s: 0}}
+    subscriptions:
+{listed}
+sync: {{mode: off}}
+log: {{level: WARNING}}
+"""
 
 
 def free_port() -> int:

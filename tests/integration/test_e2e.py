@@ -13,10 +13,10 @@ import pytest
 
 from bridge.cli import main
 from bridge.config_loader import load
-from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
+from bridge.emulator.app import DOC_CUSTOMER_KEY, Emulator, Settings
 from bridge.service import Service
 from tests.proxy import Proxy
-from tests.support import free_port
+from tests.support import free_port, office_config_text
 
 pytestmark = pytest.mark.integration
 
@@ -43,23 +43,19 @@ async def office(prefix: str, tmp_path: Path, proxy: Proxy) -> AsyncIterator[Off
     port = free_port()
     async with emulator.serve() as base:
         config = tmp_path / "od-bridge.yaml"
-        config.write_text(f"""
-listen: {{host: 127.0.0.1, port: {port}}}
-public_url: http://127.0.0.1:{port}
-amqp: {{url: "{proxy.url}", exchange_prefix: {prefix}}}
-spool: {{enabled: false}}
-customers:
-  - name: main-office
-    customer_key: {DOC_CUSTOMER_KEY}
-    timezone: America/Chicago
-    api: {{url: "{base}", developer_key: {DOC_DEVELOPER_KEY}, min_interval_s: 0}}
-    subscriptions:
-      - {{watch_table: Appointment, polling_seconds: 30, workstation: OD-SERVER}}
-      - {{watch_table: Patient, polling_seconds: 30, workstation: OD-SERVER}}
-      - {{ui_event_type: PatientSelected}}
-sync: {{mode: off}}
-log: {{level: WARNING}}
-""")
+        config.write_text(
+            office_config_text(
+                port=port,
+                amqp_url=proxy.url,
+                prefix=prefix,
+                api_url=base,
+                subscriptions=[
+                    "watch_table: Appointment, polling_seconds: 30, workstation: OD-SERVER",
+                    "watch_table: Patient, polling_seconds: 30, workstation: OD-SERVER",
+                    "ui_event_type: PatientSelected",
+                ],
+            )
+        )
         yield Office(emulator, clock, config)
 
 

@@ -23,13 +23,13 @@ from psycopg import sql
 from bridge import normalize
 from bridge.cli import main
 from bridge.config_loader import load
-from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY, Emulator, Settings
+from bridge.emulator.app import DOC_CUSTOMER_KEY, Emulator, Settings
 from bridge.opendental import DATETIME_FORMAT
 from bridge.service import Service
 from examples.consumer import consume
 from examples.postgres_sink import PostgresSink
 from examples.postgres_sink import options as sink_options
-from tests.support import AMQP_URL, free_port, missing
+from tests.support import AMQP_URL, free_port, missing, office_config_text
 
 pytestmark = pytest.mark.integration
 
@@ -105,25 +105,18 @@ async def test_the_table_equals_the_offices_final_state(
     queue = f"{prefix}.postgres-sink"
     async with emulator.serve() as base:
         config = tmp_path / "od-bridge.yaml"
-        subscriptions = "\n".join(
-            f"      - {{watch_table: {name}, polling_seconds: 30, workstation: OD-SERVER}}"
-            for name in TABLES
+        config.write_text(
+            office_config_text(
+                port=port,
+                amqp_url=AMQP_URL,
+                prefix=prefix,
+                api_url=base,
+                subscriptions=[
+                    f"watch_table: {name}, polling_seconds: 30, workstation: OD-SERVER"
+                    for name in TABLES
+                ],
+            )
         )
-        config.write_text(f"""
-listen: {{host: 127.0.0.1, port: {port}}}
-public_url: http://127.0.0.1:{port}
-amqp: {{url: "{AMQP_URL}", exchange_prefix: {prefix}}}
-spool: {{enabled: false}}
-customers:
-  - name: main-office
-    customer_key: {DOC_CUSTOMER_KEY}
-    timezone: America/Chicago
-    api: {{url: "{base}", developer_key: {DOC_DEVELOPER_KEY}, min_interval_s: 0}}
-    subscriptions:
-{subscriptions}
-sync: {{mode: off}}
-log: {{level: WARNING}}
-""")
         # main() runs its own event loop: give it a thread while ours serves the emulator.
         assert await asyncio.to_thread(main, ["sync", "-c", str(config), "--apply"]) == 0
         service = Service(load(config, env={}))
