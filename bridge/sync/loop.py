@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelLockedResource
 
 from ..broker import connect_any, connection_name, shuffled
@@ -100,6 +100,7 @@ class LeaderLock:
         self.timeout_s = timeout_s
         self.name = name or connection_name(None, "syncer lock")
         self._conn: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
         self._lost = True  # set by the connection's close callback
 
     @property
@@ -112,7 +113,9 @@ class LeaderLock:
     async def acquire(self) -> bool:
         """Try once to become (or stay) leader; False when another replica holds the lock."""
         if self.held:
-            return True
+            if await self._still_ours():
+                return True
+            log.warning("syncer lock lost: its queue is gone or held by another replica")
         await self.release()
         # A plain (not robust) connection: when it drops, the broker frees the queue and we
         # must compete again rather than silently re-declare it behind another leader.
@@ -128,8 +131,26 @@ class LeaderLock:
         except BaseException:
             await conn.close()
             raise
-        self._conn, self._lost = conn, False
+        self._conn, self._channel, self._lost = conn, channel, False
         conn.close_callbacks.add(self._on_close)
+        return True
+
+    async def _still_ours(self) -> bool:
+        """Ask the broker whether the queue is still ours: an open connection is not proof.
+
+        RabbitMQ 3.10 deletes a dead node's transient queues on every surviving node, listing
+        their names in one transaction and deleting by name in another; a lock queue declared
+        between the two (a new leader taking over) loses its record and a third replica can
+        declare it again. A passive declare answers NOT_FOUND or RESOURCE_LOCKED then, so two
+        leaders last at most one pass.
+        """
+        assert self._channel is not None
+        try:
+            await asyncio.wait_for(
+                self._channel.declare_queue(self.queue, passive=True), self.timeout_s
+            )
+        except BROKER_ERRORS:
+            return False
         return True
 
     def _on_close(self, sender: object, *_: object) -> None:
@@ -138,7 +159,7 @@ class LeaderLock:
 
     async def release(self) -> None:
         """Give up leadership (closing the connection frees the queue)."""
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._channel = self._conn, None, None
         if conn is not None and not conn.is_closed:
             await conn.close()
 

@@ -373,7 +373,13 @@ async def test_the_syncer_lock_hands_over_when_the_leaders_node_dies(
                 await asyncio.sleep(0.5)
             # The old leader knows it lost the lock, although aio-pika's is_closed says no.
             assert first.held is False
-            assert await first.acquire() is False
+            # Then one leader, the same pass after pass. Usually the new one; but RabbitMQ 3.10
+            # may delete the new leader's queue by name just after the node died (see
+            # LeaderLock._still_ours) and the old one wins it back: the re-check settles it.
+            passes = [(await first.acquire(), await second.acquire()) for _ in range(2)]
+            while passes[-1] != passes[-2] or sum(passes[-1]) != 1:
+                assert len(passes) < 10, f"the lock never settled on one leader: {passes}"
+                passes.append((await first.acquire(), await second.acquire()))
         finally:
             await asyncio.to_thread(node.start)
     finally:

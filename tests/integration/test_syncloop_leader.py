@@ -64,6 +64,24 @@ async def test_exclusive_queue_has_one_holder_and_is_taken_over(lock_name: str) 
         await second.release()
 
 
+async def test_a_leader_whose_queue_vanished_gives_the_lock_up(lock_name: str) -> None:
+    # What RabbitMQ 3.10 can do after a node dies: the record of the lock queue is deleted
+    # under its holder, whose connection stays open. Here the holder deletes it itself.
+    first, second = LeaderLock(AMQP, lock_name), LeaderLock(AMQP, lock_name)
+    try:
+        assert await first.acquire() is True
+        assert first._conn is not None
+        channel = await first._conn.channel()
+        await channel.queue_delete(lock_name)
+        assert first.held is True  # the connection alone cannot tell
+        assert await second.acquire() is True
+        assert await first.acquire() is False  # the broker says RESOURCE_LOCKED: not ours
+        assert await second.acquire() is True
+    finally:
+        await first.release()
+        await second.release()
+
+
 async def test_only_the_leader_applies(
     emulator: tuple[Emulator, str], lock_name: str, tmp_path: Path
 ) -> None:
