@@ -117,6 +117,12 @@ def tail(config: Config, *, types: Sequence[str], customers: Sequence[str], pret
     """Run until interrupted; print each event as it arrives."""
     # A lost connection is reported in one sentence below; aiormq's own traceback of it
     # (through logging's last-resort handler: tail configures no logging) is noise here.
-    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
-    asyncio.run(_tail(config, types, customers, pretty))
+    # Only while tailing: whoever called tail in-process gets aiormq's lines back after.
+    aiormq_log = logging.getLogger("aiormq")
+    level = aiormq_log.level
+    aiormq_log.setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(_tail(config, types, customers, pretty))
+    finally:
+        aiormq_log.setLevel(level)
     return 0
