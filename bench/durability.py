@@ -76,9 +76,9 @@ def free_port() -> int:
 
 
 # --- broker helpers ------------------------------------------------------------------------
-async def declare_sink(prefix: str, queue: str) -> None:
+async def declare_sink(prefix: str, queue: str, url: str = AMQP_URL) -> None:
     """The appointment exchange (as the bridge declares it) bound to a durable queue."""
-    connection = await aio_pika.connect(AMQP_URL)
+    connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
         ex = await declare_event_exchange(
@@ -421,7 +421,7 @@ def rss(pid: int) -> int:
 
 
 def others_running() -> list[str]:
-    """Other benchmarks, or integration tests (they restart the broker), on this machine."""
+    """Other benchmarks, or integration tests (they load the machine), on this machine."""
     out = subprocess.run(
         ["pgrep", "-af", "python -m bench|tests/integration"],
         capture_output=True,

@@ -3,9 +3,11 @@
     python -m bench.soak [--minutes 10] [--rate ROWS_PER_S] [--rows 5]
 
 The bridge runs as `python -m bridge serve` in its own process (spool enabled, temp dir) against
-the real broker. Load: open loop, Appointment arrays of --rows rows with distinct AptNums, at a
-fixed rate (default: half of a closed-loop saturation probe run first). A consumer on a durable
-queue counts arrivals by AptNum. Reports lost rows, duplicates, RSS drift, spool depth, latency.
+a private RabbitMQ node that the soak starts and removes (the test suite's `tests.rabbit_nodes`):
+the restart in the middle stops and boots that node, never the broker at AMQP_URL. Load: open
+loop, Appointment arrays of --rows rows with distinct AptNums, at a fixed rate (default: half of
+a closed-loop saturation probe run first). A consumer on a durable queue counts arrivals by
+AptNum. Reports lost rows, duplicates, RSS drift, spool depth, latency.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import contextlib
 import itertools
 import json
 import os
-import subprocess
 import tempfile
 import time
 import uuid
@@ -29,10 +30,8 @@ import aiohttp
 import orjson
 
 from bench.durability import (
-    AMQP_URL,
     HEADERS,
     bridge_process,
-    cleanup,
     declare_sink,
     http_load,
     readyz,
@@ -41,12 +40,17 @@ from bench.durability import (
     run_and_save,
     wait_for_quiet,
 )
+from tests.rabbit_nodes import RabbitCluster, RabbitNode  # the private-node rig of the tests
+
+# The soak's node holds a few hundred thousand rows at most: room for them, not the tests' 400 MB.
+NODE_MEMORY = 2 * 2**30
 
 
 class Arrivals:
     """A consumer on a durable queue over a robust connection: AptNums as they arrive."""
 
-    def __init__(self, queue: str) -> None:
+    def __init__(self, url: str, queue: str) -> None:
+        self.url = url
         self.queue = queue
         self.seen: Counter[int] = Counter()
         self.fresh: Counter[int] = Counter()  # deliveries not flagged `redelivered`
@@ -58,7 +62,7 @@ class Arrivals:
 
     async def start(self) -> None:
         """Connect and consume (manual acks, acknowledged in groups)."""
-        self.connection = await aio_pika.connect_robust(AMQP_URL, reconnect_interval=1)
+        self.connection = await aio_pika.connect_robust(self.url, reconnect_interval=1)
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=1000)
         queue = await channel.declare_queue(self.queue, durable=True)
@@ -99,11 +103,6 @@ class Arrivals:
             await self.connection.close()
 
 
-def rabbitmqctl(*args: str) -> None:
-    """Run rabbitmqctl against the local broker (raises on failure)."""
-    subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=180, check=True)
-
-
 def percentile(values: list[float], p: float) -> float | None:
     """The p-th percentile (nearest rank) in ms, or None if empty."""
     if not values:
@@ -112,16 +111,18 @@ def percentile(values: list[float], p: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000, 1)
 
 
-async def soak(args: argparse.Namespace, prefix: str, workdir: Path) -> dict[str, Any]:
-    """Probe, then the open-loop soak with a broker restart; the report."""
+async def soak(
+    args: argparse.Namespace, node: RabbitNode, prefix: str, workdir: Path
+) -> dict[str, Any]:
+    """Probe, then the open-loop soak with a restart of the private node; the report."""
     queue = f"{prefix}.soak"
-    await declare_sink(prefix, queue)
-    arrivals = Arrivals(queue)
+    await declare_sink(prefix, queue, node.url)
+    arrivals = Arrivals(node.url, queue)
     await arrivals.start()
     counter = itertools.count(1)
     report: dict[str, Any] = {"rows_per_request": args.rows}
     try:
-        async with bridge_process(prefix, AMQP_URL, workdir) as (proc, port):
+        async with bridge_process(prefix, node.url, workdir) as (proc, port):
             if args.rate:
                 rate = args.rate
             else:
@@ -132,7 +133,7 @@ async def soak(args: argparse.Namespace, prefix: str, workdir: Path) -> dict[str
                 print(f"probe: {probe['rows_per_s']} rows/s; soak at {rate:.0f}", flush=True)
                 await asyncio.sleep(3)  # let the probe's rows reach the consumer
             report["rate_rows_per_s"] = round(rate)
-            report.update(await open_loop(args, port, proc.pid, rate, counter, arrivals))
+            report.update(await open_loop(args, node, port, proc.pid, rate, counter, arrivals))
     finally:
         await arrivals.stop()
     return report
@@ -140,6 +141,7 @@ async def soak(args: argparse.Namespace, prefix: str, workdir: Path) -> dict[str
 
 async def open_loop(
     args: argparse.Namespace,
+    node: RabbitNode,
     port: int,
     pid: int,
     rate: float,
@@ -196,14 +198,13 @@ async def open_loop(
 
         async def restart() -> None:
             await asyncio.sleep(duration / 2)
-            events["stop_app"] = time.monotonic() - start
-            print(f"t={events['stop_app']:.0f}s: rabbitmqctl stop_app", flush=True)
-            await asyncio.to_thread(rabbitmqctl, "stop_app")
+            events["broker_stop"] = time.monotonic() - start
+            print(f"t={events['broker_stop']:.0f}s: stopping {node.name}", flush=True)
+            await asyncio.to_thread(node.stop)
             await asyncio.sleep(args.down_s)
-            events["start_app"] = time.monotonic() - start
-            print(f"t={events['start_app']:.0f}s: rabbitmqctl start_app", flush=True)
-            await asyncio.to_thread(rabbitmqctl, "start_app")
-            await asyncio.to_thread(rabbitmqctl, "await_startup")
+            events["broker_start"] = time.monotonic() - start
+            print(f"t={events['broker_start']:.0f}s: starting {node.name}", flush=True)
+            await asyncio.to_thread(node.start)
             events["broker_up"] = time.monotonic() - start
 
         side = [asyncio.create_task(sampler())]
@@ -290,11 +291,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "prefix": prefix,
         "host": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
     }
+    cluster = RabbitCluster(1, memory_limit=NODE_MEMORY)
+    await asyncio.to_thread(cluster.start)
     try:
         with tempfile.TemporaryDirectory(prefix="od-soak-") as tmp:
-            report.update(await soak(args, prefix, Path(tmp)))
+            report.update(await soak(args, cluster.nodes[0], prefix, Path(tmp)))
     finally:
-        await cleanup(prefix, [f"{prefix}.soak"])
+        await asyncio.to_thread(cluster.stop)  # the node, its data and our queues with it
     report["host"]["loadavg_at_end"] = os.getloadavg()
     return report
 
@@ -306,7 +309,7 @@ def cli() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="rows/s (default: probe / 2)")
     parser.add_argument("--rows", type=int, default=5, help="Appointment rows per request")
     parser.add_argument("--probe", type=float, default=15.0, help="saturation probe, s")
-    parser.add_argument("--down-s", type=float, default=15.0, help="broker stopped this long")
+    parser.add_argument("--down-s", type=float, default=15.0, help="node stopped this long")
     parser.add_argument("--sample-s", type=float, default=5.0, help="RSS/spool sample period")
     parser.add_argument("--no-restart", action="store_true")
     parser.add_argument("--no-wait", action="store_true", help="don't wait for other benches")
