@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from . import log as logsetup
 from . import memory, server
@@ -134,6 +134,7 @@ class Service:
                 collect=self._collect,
                 ops=self.ops,
             )
+            app.on_response_prepare.append(self._close_when_leaving)
             sockets = await bind(listen.host, listen.port)
             admin = self.config.admin.address
             admin_sockets = await bind(*admin, "admin.listen") if admin is not None else []
@@ -215,6 +216,13 @@ class Service:
         log.info("shutting down: not ready, still accepting", extra={"grace_s": grace})
         with suppress(TimeoutError):
             await asyncio.wait_for(cut_short.wait(), grace)
+
+    async def _close_when_leaving(self, _: web.Request, response: web.StreamResponse) -> None:
+        # During the grace: answer, then close the connection, so a client (a load balancer,
+        # Open Dental) sends its next request over a new one, to a replica that is staying.
+        if self.shutting_down:
+            response.force_close()
+            response.headers[hdrs.CONNECTION] = "close"
 
     async def stop(self) -> None:
         """Unwind what `start()` built, in the shutdown order; a second call does nothing."""

@@ -81,3 +81,48 @@ async def test_grace_zero_stops_accepting_at_once() -> None:
     await asyncio.wait_for(bridge.wind_down(never), 5)  # returns without waiting
     assert bridge.shutting_down
     assert bridge._readiness()["ready"] is False
+
+
+async def test_answers_during_the_grace_close_their_connection(prefix: str) -> None:
+    # A keep-alive client (a load balancer, Open Dental) is told to take its next request
+    # elsewhere: each answer during the grace says `Connection: close` and the socket closes.
+    text = f"""
+listen: {{host: 127.0.0.1, port: 0, shutdown_grace_s: 120}}
+amqp: {{url: "{AMQP_URL}", exchange_prefix: {prefix}}}
+spool: {{enabled: false}}
+customers:
+  - {{name: main-office, customer_key: {TEST_KEY}, timezone: America/Chicago}}
+"""
+    bridge = Service(parse(text, env={}))
+    await bridge.start()
+    leave = asyncio.Event()
+    base = f"http://127.0.0.1:{bridge.port}"
+    delivery = sample("appointment")
+    try:
+        async with aiohttp.ClientSession() as s:
+
+            async def post() -> aiohttp.ClientResponse:
+                async with s.post(
+                    f"{base}/apievents",
+                    data=json.dumps(delivery["body"]),
+                    headers=delivery["headers"] | {"Authorization": TEST_KEY},
+                ) as response:
+                    await response.read()
+                    return response
+
+            before = await post()
+            assert before.status == 200
+            assert "Connection" not in before.headers  # HTTP/1.1 keep-alive
+            grace = asyncio.create_task(bridge.wind_down(leave))
+            await asyncio.sleep(0)  # one loop step: the task runs up to its wait
+            assert bridge.shutting_down
+            during = await post()
+            assert during.status == 200
+            assert during.headers["Connection"] == "close"
+            assert during.connection is None  # released, not returned to the pool
+            async with s.get(f"{base}/healthz") as alive:
+                assert alive.headers["Connection"] == "close"
+        leave.set()
+        await asyncio.wait_for(grace, 5)
+    finally:
+        await bridge.stop()
