@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -161,6 +162,43 @@ async def test_concurrent_requests_coalesce_and_cancellation_leaks_nothing(
             assert underlay.confirmations == {}
             declared = await channel.declare_queue(f"{prefix}.probe", passive=True)
             assert declared.declaration_result.message_count >= 300 + 7 * finished
+    finally:
+        await publisher.close()
+
+
+async def test_an_attempt_past_its_deadline_sends_its_rows_in_order(
+    prefix: str, publish_path: str
+) -> None:
+    # More rows than the deadline lets through: the rows not sent by then must be the tail.
+    # (Timed per row, an earlier row's timer could expire while it waited for the channel
+    # lock and a later row still take it: sent, and confirmed, before the earlier one.)
+    publisher = AmqpPublisher(
+        Amqp(url=URL, exchange_prefix=prefix, max_in_flight=5000, confirm_timeout_s=0.2)
+    )
+    await publisher.start()
+    try:
+        connection = await _broker()
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(f"{prefix}.probe", durable=False)
+            await queue.bind(exchange_name(prefix, "db", "Appointment"), routing_key="#")
+            rows = _messages(prefix, 4000)
+            outcomes = await publisher._attempt(rows, time.monotonic() + 0.2)
+            assert_path(publisher, publish_path)
+            # One channel keeps order: once this row arrives, every row sent before it has.
+            marker = _messages(prefix, 1, start=99_999)
+            assert await publisher._attempt(marker, time.monotonic() + 20) == [None]
+            arrived: list[str] = []
+            async with asyncio.timeout(30), queue.iterator() as it:
+                async for message in it:
+                    await message.ack()
+                    if message.message_id == marker[0].message_id:
+                        break
+                    arrived.append(message.message_id or "")
+        assert arrived == [m.message_id for m in rows[: len(arrived)]]
+        confirmed = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        assert all(i < len(arrived) for i in confirmed)
+        assert publisher._window._value == 5000  # every slot given back
     finally:
         await publisher.close()
 
