@@ -23,7 +23,7 @@ from tests.integration.faults import (
 )
 from tests.proxy import Proxy
 from tests.rabbit_nodes import RabbitNode
-from tests.support import AMQP_URL, free_port
+from tests.support import AMQP_URL, assert_path, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -146,12 +146,18 @@ async def test_broker_restart(
 
 
 async def test_memory_alarm_blocks_publishers(
-    private_rabbit: RabbitNode, private_ledger: tuple[str, Ledger], tmp_path: Path
+    private_rabbit: RabbitNode,
+    private_ledger: tuple[str, Ledger],
+    tmp_path: Path,
+    publish_path: str,
 ) -> None:
+    # On both paths: the spool's 1000-row drains after the alarm are what found the public
+    # path sending a batch's later rows before earlier ones whose deadline had passed.
     prefix, ledger = private_ledger
     service = Service(fault_config(prefix, private_rabbit.url, tmp_path / "spool.sqlite3"))
     await service.start()
     try:
+        assert_path(service.publisher, publish_path)
         ledger.hold_at = 200  # under load rabbitmqctl can outlast all 400 requests
         traffic = asyncio.create_task(load(url(service), ledger, requests=400))
         await ledger.answered(20)
