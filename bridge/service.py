@@ -10,7 +10,8 @@ from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from . import log as logsetup
 from . import memory, server
@@ -134,7 +135,7 @@ class Service:
                 collect=self._collect,
                 ops=self.ops,
             )
-            app.on_response_prepare.append(self._close_when_leaving)
+            app.middlewares.append(self._close_when_leaving)
             sockets = await bind(listen.host, listen.port)
             admin = self.config.admin.address
             admin_sockets = await bind(*admin, "admin.listen") if admin is not None else []
@@ -217,12 +218,16 @@ class Service:
         with suppress(TimeoutError):
             await asyncio.wait_for(cut_short.wait(), grace)
 
-    async def _close_when_leaving(self, _: web.Request, response: web.StreamResponse) -> None:
+    @web.middleware
+    async def _close_when_leaving(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
         # During the grace: answer, then close the connection, so a client (a load balancer,
         # Open Dental) sends its next request over a new one, to a replica that is staying.
+        response = await handler(request)
         if self.shutting_down:
-            response.force_close()
-            response.headers[hdrs.CONNECTION] = "close"
+            response.force_close()  # also makes aiohttp say `Connection: close`
+        return response
 
     async def stop(self) -> None:
         """Unwind what `start()` built, in the shutdown order; a second call does nothing."""
