@@ -62,7 +62,7 @@ class AmqpLink:
         self.last_failure: str | None = None  # returned | nacked | timeout | disconnected
         self._supervisor: asyncio.Task[None] | None = None
         self._unrouted: asyncio.Task[None] | None = None
-        self._closing_old: set[asyncio.Task[None]] = set()  # closes of left connections
+        self._closing_old: set[asyncio.Task[None]] = set()  # closes of what we left
         self._closing = False  # our own close: the connection loss is no news
         self._probe: aio_pika.abc.AbstractChannel | None = None  # for metrics RPCs only
         self.problem: str | None = None  # why the last connect failed (for /readyz), else None
@@ -222,15 +222,21 @@ class AmqpLink:
         self.confirming = False
         self.last_failure = "disconnected"
         if connection is not None:
-            # Closed in the background (a dead peer may take the close timeout), but owned: the
-            # task is referenced until done and close() awaits what is still running.
-            closing = asyncio.get_running_loop().create_task(_quietly(connection.close()))
-            self._closing_old.add(closing)
-            closing.add_done_callback(self._closing_old.discard)
+            self._close_later(connection)
             if not self._closing:
                 log.warning(why, extra={"node": where(self._urls[self._node])})
         if not self._closing:
             self._gone.set()
+
+    def _close_later(
+        self, what: aio_pika.abc.AbstractConnection | aio_pika.abc.AbstractChannel
+    ) -> None:
+        # Closed in the background (a dead peer may take the close timeout), but owned: the
+        # task is referenced until done (asyncio keeps tasks only weakly) and close() awaits
+        # what is still running.
+        closing = asyncio.get_running_loop().create_task(_quietly(what.close()))
+        self._closing_old.add(closing)
+        closing.add_done_callback(self._closing_old.discard)
 
     async def close(self) -> None:
         """Close the connection (waiting publishes fail)."""
@@ -321,7 +327,7 @@ class AmqpLink:
             self._exchanges.clear()
             if old is not None and not old.is_closed:
                 # Closing fails the old channel's pending confirmations: their slots come back.
-                asyncio.get_running_loop().create_task(_quietly(old.close()))
+                self._close_later(old)
             try:
                 async with asyncio.timeout(self.settings.confirm_timeout_s):
                     channel = await connection.channel(
