@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox
 from bridge.publisher import InMemoryPublisher
 from bridge.spool import Spool
-
-
-@pytest.fixture
-async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
-    s = Spool(tmp_path / "spool.sqlite3", 1000)
-    await s.open()
-    yield s
-    await s.close()
 
 
 @pytest.mark.parametrize(("ready_when", "ready"), [("durable", True), ("broker", False)])

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
@@ -41,14 +40,6 @@ class FlakyBroker:
             self.last_failure = self.cause
             raise PublishError("not confirmed", unconfirmed=failed, cause=self.cause)
         return True
-
-
-@pytest.fixture
-async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
-    s = Spool(tmp_path / "spool.sqlite3", 10_000)
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def test_the_outbox_spools_only_the_unconfirmed_rows(spool: Spool) -> None:

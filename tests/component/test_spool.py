@@ -7,7 +7,6 @@ import dataclasses
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,6 @@ def msg(n: int) -> Message:
     return Message(
         "ex", f"rk.{n}", f"id-{n}", "com.opendental.db.Appointment", 1_700_000_000, b"%d" % n
     )
-
-
-@pytest.fixture
-async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
-    s = Spool(tmp_path / "spool.sqlite3", max_events=1000)
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def test_fifo_round_trip(spool: Spool) -> None:

@@ -40,6 +40,16 @@ async def prefix(need_broker: None) -> AsyncIterator[str]:
             await channel.exchange_delete(exchange)
 
 
+async def _probe_queue(
+    connection: aio_pika.abc.AbstractConnection, prefix: str
+) -> aio_pika.abc.AbstractQueue:
+    """`{prefix}.probe`, bound to every Appointment row (deleted by the prefix fixture)."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(f"{prefix}.probe", durable=False)
+    await queue.bind(exchange_name(prefix, "db", "Appointment"), routing_key="#")
+    return queue
+
+
 def _messages(prefix: str, count: int, start: int = 0) -> list[Message]:
     return [
         Message(
@@ -69,9 +79,7 @@ async def test_rows_arrive_in_order_with_properties(prefix: str, publish_path: s
     try:
         connection = await _broker()
         async with connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(f"{prefix}.probe", durable=False)
-            await queue.bind(exchange_name(prefix, "db", "Appointment"), routing_key="#")
+            queue = await _probe_queue(connection, prefix)
             batches = [_messages(prefix, 700, start=k * 1000) for k in range(3)]
             await asyncio.gather(*(publisher.publish(batch) for batch in batches))
             assert_path(publisher, publish_path)
@@ -128,9 +136,7 @@ async def test_concurrent_requests_coalesce_and_cancellation_leaks_nothing(
     await publisher.start()
     try:
         async with connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(f"{prefix}.probe", durable=False)
-            await queue.bind(exchange_name(prefix, "db", "Appointment"), routing_key="#")
+            queue = await _probe_queue(connection, prefix)
             singles = [_messages(prefix, 1, start=i) for i in range(300)]
             await asyncio.gather(*(publisher.publish(m) for m in singles[:50]))
             assert_path(publisher, publish_path)
@@ -160,7 +166,7 @@ async def test_concurrent_requests_coalesce_and_cancellation_leaks_nothing(
             underlay = await publisher._channel.get_underlay_channel()  # type: ignore[union-attr]
             assert underlay.message_id_delivery_tag == {}
             assert underlay.confirmations == {}
-            declared = await channel.declare_queue(f"{prefix}.probe", passive=True)
+            declared = await queue.channel.declare_queue(f"{prefix}.probe", passive=True)
             assert declared.declaration_result.message_count >= 300 + 7 * finished
     finally:
         await publisher.close()
@@ -179,9 +185,7 @@ async def test_an_attempt_past_its_deadline_sends_its_rows_in_order(
     try:
         connection = await _broker()
         async with connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(f"{prefix}.probe", durable=False)
-            await queue.bind(exchange_name(prefix, "db", "Appointment"), routing_key="#")
+            queue = await _probe_queue(connection, prefix)
             rows = _messages(prefix, 4000)
             outcomes = await publisher._attempt(rows, time.monotonic() + 0.2)
             assert_path(publisher, publish_path)
