@@ -226,17 +226,11 @@ async def test_an_unavailable_unrouted_queue_never_blocks_publishing(
         await probe.bind(f"{prefix}.db.appointment", routing_key="#")
         assert await publisher.publish([message]) is True
         await holder.close()  # the queue comes back: the bridge declares it in the background
+        assert publisher._unrouted is not None
+        await asyncio.wait_for(asyncio.shield(publisher._unrouted), 30)  # it ends once declared
         async with await aio_pika.connect(AMQP_URL) as connection:
             check = await connection.channel()
-            for _ in range(100):
-                try:
-                    await check.declare_queue(f"{prefix}.unrouted", passive=True)
-                    break
-                except aio_pika.exceptions.ChannelNotFoundEntity:
-                    check = await connection.channel()
-                    await asyncio.sleep(0.1)  # polling the broker: no event to await here
-            else:
-                raise AssertionError("the unrouted queue was not declared again")
+            await check.declare_queue(f"{prefix}.unrouted", passive=True)  # there again
     finally:
         await publisher.close()
         if not holder.is_closed:
