@@ -22,7 +22,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,10 +32,11 @@ import aiormq
 import orjson
 
 from bridge import normalize
-from bridge.events import APP_ID, CONTENT_TYPE, Message, encode, exchange_name
+from bridge.events import Message, encode, exchange_name
 from bridge.opendental import KNOWN_TABLES, table
 from bridge.publisher import declare_event_exchange
 from bridge.spool import Spool, file_bytes
+from tests.support import amqp_properties  # the bridge's properties, for the bare ceiling
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -136,18 +136,6 @@ async def count_queue(queue: str, expected: set[int], limit_s: float = 900) -> d
     }
 
 
-def properties(message: Message) -> aiormq.spec.Basic.Properties:
-    """The AMQP properties the bridge sends (as publisher.amqp_message), for the bare ceiling."""
-    return aiormq.spec.Basic.Properties(
-        content_type=CONTENT_TYPE,
-        delivery_mode=2,
-        message_id=message.message_id,
-        message_type=message.type,
-        timestamp=datetime.fromtimestamp(message.timestamp, UTC),
-        app_id=APP_ID,
-    )
-
-
 # --- 1. the bare confirmed-publish ceiling -------------------------------------------------
 async def ceiling(url: str, prefix: str, count: int, in_flight: int = 256) -> dict[str, Any]:
     """aiormq persistent publishes with confirms, `in_flight` at once, to a bound queue."""
@@ -160,7 +148,7 @@ async def ceiling(url: str, prefix: str, count: int, in_flight: int = 256) -> di
         await channel.queue_declare(queue, durable=True)
         await channel.queue_bind(queue, exchange, routing_key="#")
         window = asyncio.Semaphore(in_flight)
-        props = [properties(m) for m in batch]
+        props = [amqp_properties(m) for m in batch]
 
         async def one(i: int) -> None:
             message = batch[i % len(batch)]

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -14,10 +15,12 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 import yaml
+from pamqp import commands as spec
 
 from bridge.config import Config
 from bridge.config_loader import parse
 from bridge.emulator.app import DOC_CUSTOMER_KEY, DOC_DEVELOPER_KEY
+from bridge.events import APP_ID, CONTENT_TYPE, Message
 from bridge.publisher import AmqpPublisher
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
@@ -151,3 +154,15 @@ class Collector:
     def bodies(self) -> list[dict[str, Any]]:
         """Decoded JSON bodies in arrival order."""
         return [orjson.loads(m.body) for m in self.messages]
+
+
+def amqp_properties(message: Message) -> spec.Basic.Properties:
+    """The AMQP properties the bridge sends with `message` (as publisher.amqp_message does)."""
+    return spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=2,
+        message_id=message.message_id,
+        message_type=message.type,
+        timestamp=datetime.fromtimestamp(message.timestamp, UTC),
+        app_id=APP_ID,
+    )

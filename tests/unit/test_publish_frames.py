@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from pamqp import commands as spec
 from pamqp import frame
@@ -11,19 +10,8 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from bridge.amqp_fast import encode_publish
-from bridge.events import APP_ID, CONTENT_TYPE, Message
-
-
-def properties(message: Message) -> spec.Basic.Properties:
-    """What aiormq's basic_publish would be given for an event message."""
-    return spec.Basic.Properties(
-        content_type=CONTENT_TYPE,
-        delivery_mode=2,
-        message_id=message.message_id,
-        message_type=message.type,
-        timestamp=datetime.fromtimestamp(message.timestamp, UTC),
-        app_id=APP_ID,
-    )
+from bridge.events import Message
+from tests.support import amqp_properties
 
 
 def _pamqp(message: Message, channel: int, max_body: int) -> bytes:
@@ -32,7 +20,7 @@ def _pamqp(message: Message, channel: int, max_body: int) -> bytes:
         spec.Basic.Publish(
             exchange=message.exchange, routing_key=message.routing_key, mandatory=True
         ),
-        ContentHeader(properties=properties(message), body_size=len(body)),
+        ContentHeader(properties=amqp_properties(message), body_size=len(body)),
     ]
     frames += [ContentBody(body[i : i + max_body]) for i in range(0, len(body), max_body)]
     return b"".join(frame.marshal(f, channel) for f in frames)
