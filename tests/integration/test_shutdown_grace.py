@@ -13,10 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.config_loader import parse
 from bridge.service import Service
 from tests import daemon
-from tests.support import AMQP_URL, TEST_KEY, free_port, sample
+from tests.support import AMQP_URL, TEST_KEY, free_port, make_config, sample
 
 
 async def test_a_post_50_ms_after_sigterm_gets_200(
@@ -65,18 +64,8 @@ customers:
             pass
 
 
-def service(grace: float) -> Service:
-    text = f"""
-listen: {{host: 127.0.0.1, port: 0, shutdown_grace_s: {grace}}}
-spool: {{enabled: false}}
-customers:
-  - {{name: main-office, customer_key: {TEST_KEY}, timezone: America/Chicago}}
-"""
-    return Service(parse(text, env={}))
-
-
 async def test_grace_zero_stops_accepting_at_once() -> None:
-    bridge = service(0)
+    bridge = Service(make_config(listen={"shutdown_grace_s": 0}))
     never = asyncio.Event()
     await asyncio.wait_for(bridge.wind_down(never), 5)  # returns without waiting
     assert bridge.shutting_down
@@ -86,14 +75,7 @@ async def test_grace_zero_stops_accepting_at_once() -> None:
 async def test_answers_during_the_grace_close_their_connection(prefix: str) -> None:
     # A keep-alive client (a load balancer, Open Dental) is told to take its next request
     # elsewhere: each answer during the grace says `Connection: close` and the socket closes.
-    text = f"""
-listen: {{host: 127.0.0.1, port: 0, shutdown_grace_s: 120}}
-amqp: {{url: "{AMQP_URL}", exchange_prefix: {prefix}}}
-spool: {{enabled: false}}
-customers:
-  - {{name: main-office, customer_key: {TEST_KEY}, timezone: America/Chicago}}
-"""
-    bridge = Service(parse(text, env={}))
+    bridge = Service(make_config(prefix, listen={"shutdown_grace_s": 120}))
     await bridge.start()
     leave = asyncio.Event()
     base = f"http://127.0.0.1:{bridge.port}"
