@@ -13,19 +13,19 @@ from .opendental import KNOWN_TABLES, UNKNOWN, Table
 _NEWER = "if it is newer than this bridge, add it to allow_unknown"
 
 
-def columns(table: Table) -> frozenset[str] | None:
-    """The column names Open Dental sends for a known table, or None if the bridge has no list."""
-    shape = getattr(table, "shape", None)
-    if shape is None:
-        return None
-    return frozenset(column.name for column in shape.columns)
+def columns(table: Table) -> frozenset[str]:
+    """The column names Open Dental sends for a known table (od_tables describes every one)."""
+    assert table.shape is not None
+    return frozenset(column.name for column in table.shape.columns)
 
 
-# Every known column, lower-cased → as sent (redact matches ignoring case); empty while the
-# bridge has no column lists.
-_ALL_COLUMNS: dict[str, str] = {
-    name.lower(): name for t in KNOWN_TABLES for name in columns(t) or frozenset()
+# Known tables and event types by lower-cased name, and every known column, lower-cased → as
+# sent (redact matches ignoring case).
+_TABLES = {
+    kind: {t.name.lower(): t for t in KNOWN_TABLES if t.kind == kind} for kind in ("db", "ui")
 }
+_EVERY = {t.name.lower(): t for t in KNOWN_TABLES}
+_ALL_COLUMNS = {name.lower(): name for t in KNOWN_TABLES for name in columns(t)}
 
 
 def _hint(name: str, candidates: Iterable[str]) -> str:
@@ -37,17 +37,13 @@ def _hint(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
 
 
-def _tables(kind: str | None) -> dict[str, Table]:
-    return {t.name.lower(): t for t in KNOWN_TABLES if kind is None or t.kind == kind}
-
-
 def _customer(customer: Customer, where: str) -> list[str]:
     allowed = {name.lower() for name in customer.allow_unknown}
     exact_allowed = set(customer.allow_unknown)
     problems = []
     for i, sub in enumerate(customer.subscriptions):
         kind, key = ("db", "watch_table") if sub.watch_table else ("ui", "ui_event_type")
-        known = _tables(kind)
+        known = _TABLES[kind]
         if sub.name.lower() not in known and sub.name.lower() not in allowed:
             what = "WatchTable" if kind == "db" else "UiEventType"
             hint = _hint(sub.name, (t.name for t in known.values()))
@@ -55,33 +51,29 @@ def _customer(customer: Customer, where: str) -> list[str]:
                 f"{where}.subscriptions[{i}].{key}: '{sub.name}' is not a {what} this bridge "
                 f"knows{hint}; {_NEWER}"
             )
-    every = _tables(None)
     for type_name, names in customer.fields.items():
-        table = every.get(type_name.lower())
+        table = _EVERY.get(type_name.lower())
         if table is None:
             if type_name.lower() not in allowed and type_name != UNKNOWN:
-                hint = _hint(type_name, (t.name for t in every.values()))
+                hint = _hint(type_name, (t.name for t in _EVERY.values()))
                 problems.append(
                     f"{where}.fields.{type_name}: not an Open Dental table or event type this "
                     f"bridge knows{hint}; {_NEWER}"
                 )
             continue
         known_columns = columns(table)
-        if known_columns is None:
-            continue
         for name in names:  # kept fields match exactly: `lname` would drop LName
             if name not in known_columns and name not in exact_allowed:
                 problems.append(
                     f"{where}.fields.{type_name}: '{name}' is not a field of {table.name}"
                     f"{_hint(name, known_columns)}; {_NEWER}"
                 )
-    if _ALL_COLUMNS:
-        for name in customer.redact:  # redaction ignores case
-            if name.lower() not in _ALL_COLUMNS and name.lower() not in allowed:
-                problems.append(
-                    f"{where}.redact: '{name}' is not a field of any table this bridge knows"
-                    f"{_hint(name, _ALL_COLUMNS.values())}; {_NEWER}"
-                )
+    for name in customer.redact:  # redaction ignores case
+        if name.lower() not in _ALL_COLUMNS and name.lower() not in allowed:
+            problems.append(
+                f"{where}.redact: '{name}' is not a field of any table this bridge knows"
+                f"{_hint(name, _ALL_COLUMNS.values())}; {_NEWER}"
+            )
     return problems
 
 
