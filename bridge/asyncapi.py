@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from . import contract
-from .events import APP_ID, CONTENT_TYPE, exchange_name
+from .events import APP_ID, CONTENT_TYPE, INT32_MAX, TYPE_PREFIX, exchange_name
 from .opendental import KNOWN_TABLES, Table, table
 
 AMQP_BINDING = "0.3.0"
@@ -61,7 +61,7 @@ def envelope_schema() -> dict[str, Any]:
             "odclinic": {
                 "type": "integer",
                 "minimum": 0,
-                "maximum": 2**31 - 1,
+                "maximum": INT32_MAX,
                 "description": "ClinicNum; absent when it is not a number within int32",
             },
             "data": {"type": "object"},
@@ -117,7 +117,7 @@ def _channel(t: Table, name: str, exchange: str) -> dict[str, Any]:
 
 def _message(t: Table, name: str) -> dict[str, Any]:
     known = t.shape is not None
-    ce_type = contract.event_type(t) if known else f"com.opendental.{t.kind}.{{Name}}"
+    ce_type = contract.event_type(t) if known else f"{TYPE_PREFIX}.{t.kind}.{{Name}}"
     return {
         "name": ce_type,
         "title": f"{t.name} event"

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from .events import TYPE_PREFIX
 from .od_tables import NUMERIC_STRINGS, ColumnKind, Shape
 from .opendental import KNOWN_TABLES, Table
 
@@ -54,10 +55,14 @@ def schema_name(table: Table) -> str:
     return table.name.lower() if table.shape is not None else GENERIC
 
 
+def _file(name: str, normalized: bool) -> str:
+    folder = SCHEMA_VERSION if normalized else f"{SCHEMA_VERSION}/{RAW}"
+    return f"{folder}/{name}.json"
+
+
 def schema_path(table: Table, normalized: bool = True) -> str:
     """`v1/appointment.json`, or `v1/raw/appointment.json` for `normalize: false`."""
-    folder = SCHEMA_VERSION if normalized else f"{SCHEMA_VERSION}/{RAW}"
-    return f"{folder}/{schema_name(table)}.json"
+    return _file(schema_name(table), normalized)
 
 
 def dataschema(base: str, table: Table, normalized: bool = True) -> str:
@@ -66,8 +71,8 @@ def dataschema(base: str, table: Table, normalized: bool = True) -> str:
 
 
 def event_type(table: Table) -> str:
-    """The CloudEvents type of a table's events (as in events.py)."""
-    return f"com.opendental.{table.kind}.{table.name}"
+    """The CloudEvents type of a table's events."""
+    return f"{TYPE_PREFIX}.{table.kind}.{table.name}"
 
 
 def _column_schema(kind: ColumnKind, normalized: bool) -> dict[str, Any]:
@@ -137,8 +142,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
     for normalized in (True, False):
         for table in KNOWN_TABLES:
             out[schema_path(table, normalized)] = table_schema(table, normalized)
-        folder = SCHEMA_VERSION if normalized else f"{SCHEMA_VERSION}/{RAW}"
-        out[f"{folder}/{GENERIC}.json"] = generic_schema(normalized)
+        out[_file(GENERIC, normalized)] = generic_schema(normalized)
     return out
 
 

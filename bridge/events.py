@@ -10,6 +10,7 @@ import orjson
 CONTENT_TYPE = "application/cloudevents+json"
 APP_ID = "od-bridge"
 TYPE_PREFIX = "com.opendental"
+INT32_MAX = 2**31 - 1  # the largest `odclinic`: a CloudEvents Integer is a signed 32-bit number
 
 
 @dataclass(frozen=True, slots=True)

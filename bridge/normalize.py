@@ -8,9 +8,9 @@ from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import Any
 
-from .contract import dataschema
+from .contract import dataschema, event_type
 from .event_ids import random_id, row_id
-from .events import TYPE_PREFIX, Event, Message, dumps, envelope, exchange_name
+from .events import INT32_MAX, Event, Message, dumps, envelope, exchange_name
 from .opendental import DATETIME_FORMAT, ZERO_DATE, Table
 from .routing import routing_key
 
@@ -113,9 +113,6 @@ def row_data(
         else:
             out[k] = raw
     return out
-
-
-INT32_MAX = 2**31 - 1  # CloudEvents Integer: a signed 32-bit number
 
 
 def clinic_of(row: dict[str, Any]) -> int | None:
@@ -247,7 +244,7 @@ def messages(
     now = received_time(received_at, ctx.zone)
     name = table.name
     exchange = exchange or exchange_name(prefix, table.kind, name)
-    event_type = f"{TYPE_PREFIX}.{table.kind}.{name}"
+    ce_type = event_type(table)
     schema = dataschema(ctx.schema_base, table, ctx.normalize)
     source, customer, template = ctx.source, ctx.customer, ctx.routing_template
     stamp = int(received_at)
@@ -258,14 +255,14 @@ def messages(
         subject = _subject(name, key)
         data = row_data(row, ctx, keep)
         body = envelope(
-            event_id, source, event_type, subject, time, schema, customer, workstation, clinic, data
+            event_id, source, ce_type, subject, time, schema, customer, workstation, clinic, data
         )
         out.append(
             Message(
                 exchange,
                 routing_key(template, customer, clinic, workstation),
                 event_id,
-                event_type,
+                ce_type,
                 stamp,
                 dumps(body),
             )
