@@ -95,8 +95,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from pathlib import Path  # noqa: PLC0415
-
     from . import asyncapi, contract  # noqa: PLC0415
 
     if args.what == "asyncapi":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -26,13 +26,11 @@ def build_app(
     publisher: Publisher,
     metrics: Metrics | None = None,
     ready: Callable[[], dict[str, Any]] | None = None,
-    collect: Callable[[], Awaitable[None]] | None = None,
     *,
     ops: Ops | None = None,
 ) -> web.Application:
     """The aiohttp application: webhook routes, /healthz, /readyz, and the operator's pages.
 
-    `collect` is awaited before each /metrics scrape, to refresh gauges read from elsewhere.
     /metrics, /status and /status.json are served here unless `admin.listen` moves them to a
     listener of their own (`ops.admin_app`); `ops` is what they read (built here if not given).
     """
@@ -48,7 +46,7 @@ def build_app(
     if ops is None:
         health = Health(config)
         metrics.registry.register(health)
-        ops = Ops(config, metrics, health, probe, collect=collect)
+        ops = Ops(config, metrics, health, probe)
     receiver = Receiver(config, publisher, metrics, ops.health)
     app = web.Application(client_max_size=config.listen.max_body_bytes)
     app[CONFIG_KEY] = config

@@ -132,7 +132,6 @@ class Service:
                 self.outbox,
                 self.metrics,
                 ready=self._readiness,
-                collect=self._collect,
                 ops=self.ops,
             )
             app.middlewares.append(self._close_when_leaving)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from .health import AMBER, worst
 from .status import duration
 
 # Background colours of the three states (the browser test reads them back from the DOM).
@@ -90,11 +91,10 @@ def _row(doc: Mapping[str, Any], office: Mapping[str, Any]) -> str:
 
 def worst_sub(office: Mapping[str, Any]) -> str:
     """The subscriptions cell's state: the worst subscription's (amber if it cannot list)."""
-    order = {"green": 0, "amber": 1, "red": 2}
     states = [s["status"] for s in office["subscriptions"]]
     if office["listing"] is not None and not office["listing"]["ok"]:
-        states.append("amber")
-    return max(states, key=order.__getitem__, default="green")
+        states.append(AMBER)
+    return worst(*states)
 
 
 def render(doc: Mapping[str, Any], refresh_s: int = 10) -> str:
