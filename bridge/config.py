@@ -198,6 +198,11 @@ class Config(Model):
     admin: Admin = Admin()
     log: Log = Log()
 
+    @property
+    def type_names(self) -> list[str]:
+        """Every event-type name the offices subscribe to or allow (exchanges of their own)."""
+        return [name for c in self.customers for name in (*c.allow_unknown, *c.subscribed)]
+
     @field_validator("customers")
     @classmethod
     def _some(cls, value: tuple[Customer, ...]) -> tuple[Customer, ...]:

@@ -65,8 +65,8 @@ def line(event: dict[str, Any], pretty: bool) -> str:
 async def _tail(
     config: Config, types: Sequence[str], customers: Sequence[str], pretty: bool
 ) -> None:
-    allowed = [n for c in config.customers for n in (*c.allow_unknown, *c.subscribed)]
-    bound = exchanges(config.amqp.exchange_prefix, types, allowed)  # refuses before connecting
+    # refuses before connecting
+    bound = exchanges(config.amqp.exchange_prefix, types, config.type_names)
     amqp = config.amqp
     try:
         connection, _ = await connect_any(

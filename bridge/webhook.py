@@ -84,7 +84,7 @@ class Receiver:
         self.body_timeout_s = config.listen.body_timeout_s
         self.types = TypeNames(
             self.prefix,
-            (name for c in config.customers for name in (*c.allow_unknown, *c.subscribed)),
+            config.type_names,
             config.amqp.max_unknown_types,
         )
 
