@@ -31,6 +31,7 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _IPV6_BUCKET_PREFIX = 64
 
 
+@lru_cache(maxsize=4096)  # per request, up to twice (offices, then the customer's networks)
 def parse_address(peer: str | None) -> Address | None:
     """The peer's IP address (IPv4-mapped IPv6 as IPv4), or None when it is not an IP."""
     if not peer:
