@@ -204,10 +204,12 @@ class AmqpPublisher(AmqpLink):
                 async with asyncio.timeout(timeout):
                     if self._channel is None or self._channel.is_closed:
                         await self._renew_channel()
-                    assert self._channel is not None
-                    await self._ensure_exchanges(self._channel, pending)
-                    channel = await self._channel.get_underlay_channel()
-            except (*BROKER_ERRORS, AssertionError) as exc:
+                    public = self._channel
+                    if public is None:  # blocked, or the connection went while renewing
+                        raise PublishError("not connected to RabbitMQ")
+                    await self._ensure_exchanges(public, pending)
+                    channel = await public.get_underlay_channel()
+            except (*BROKER_ERRORS, PublishError) as exc:
                 return [exc] * len(pending)
             self._underlay = channel
         if self.fast:
