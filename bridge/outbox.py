@@ -43,12 +43,11 @@ class Outbox:
         spool = self.spool
         if spool is None:
             return None if self.publisher.ready else "broker disconnected"
-        room = spool.room()
-        if room is not None and spool.damage is not None:
-            return room  # a damaged spool refuses every row, also those bound for the broker
+        if spool.damage is not None:
+            return spool.damage[1]  # a damaged spool refuses every row, also those for the broker
         if self.publisher.ready and spool.size == 0:
             return None  # straight to the broker
-        return room  # into the spool: broker away, or rows waiting ahead of these
+        return spool.room()  # into the spool: broker away, or rows waiting ahead of these
 
     @property
     def ready(self) -> bool:
@@ -73,11 +72,12 @@ class Outbox:
         that cannot confirm is not ready, so a balancer sends the traffic elsewhere.
         """
         refusal = self._refusal()
-        if refusal is None and self.ready_when == "broker" and not self.publisher.ready:
+        confirming = self.publisher.ready
+        if refusal is None and self.ready_when == "broker" and not confirming:
             refusal = "broker cannot confirm (listen.ready_when: broker)"
         state: dict[str, Any] = {
             "ready": refusal is None,
-            "broker": "connected" if self.publisher.ready else "disconnected",
+            "broker": "connected" if confirming else "disconnected",
             "spool": "disabled" if self.spool is None else self.spool.size,
         }
         if refusal is not None and (self.spool is not None or self.ready_when == "broker"):
@@ -86,7 +86,7 @@ class Outbox:
         if node is not None:
             state["node"] = node  # host:port of the RabbitMQ node this replica uses
         problem = getattr(self.publisher, "problem", None)
-        if problem and not self.publisher.ready:
+        if problem and not confirming:
             state["broker_error"] = problem  # why the last connect failed (no password)
         return state
 
