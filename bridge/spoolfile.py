@@ -126,7 +126,7 @@ class SpoolFile:
             try:
                 await self.check()
             except Exception as exc:  # task boundary: the watch must outlive any surprise
-                log.warning("spool check failed", extra={"error": repr(exc)})
+                log.warning("spool check failed", exc_info=exc)  # class and frames (log.py)
             self.watched.set()
 
     async def check(self) -> None:
