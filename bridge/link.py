@@ -12,7 +12,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 
 from . import topology
 from .amqp_fast import connection_blocked
-from .broker import Unreachable, connect_any, connection_name, shuffled, where
+from .broker import Unreachable, close_quietly, connect_any, connection_name, shuffled, where
 from .broker_errors import reason, safe_url
 from .config import Amqp
 from .errors import PublishError
@@ -147,7 +147,7 @@ class AmqpLink:
             )
             raise
         except BaseException:
-            await _quietly(connection.close())
+            await close_quietly(connection.close())
             raise
         self._gone.clear()
         connection.close_callbacks.add(self._on_close)
@@ -174,7 +174,7 @@ class AmqpLink:
                 try:
                     await topology.declare_unrouted_queue(channel, self.settings)
                 finally:
-                    await _quietly(channel.close())
+                    await close_quietly(channel.close())
         except (topology.UnroutedTypeMismatch, aio_pika.exceptions.ChannelPreconditionFailed):
             raise
         except Exception as exc:  # home node down, no quorum yet: publishing goes on
@@ -234,7 +234,7 @@ class AmqpLink:
         # Closed in the background (a dead peer may take the close timeout), but owned: the
         # task is referenced until done (asyncio keeps tasks only weakly) and close() awaits
         # what is still running.
-        closing = asyncio.get_running_loop().create_task(_quietly(what.close()))
+        closing = asyncio.get_running_loop().create_task(close_quietly(what.close()))
         self._closing_old.add(closing)
         closing.add_done_callback(self._closing_old.discard)
 
@@ -247,7 +247,7 @@ class AmqpLink:
                 await asyncio.gather(task, return_exceptions=True)
         if self._connection is not None:
             connection, self._connection = self._connection, None
-            await _quietly(connection.close())
+            await close_quietly(connection.close())
         await asyncio.gather(*self._closing_old, return_exceptions=True)
         self.connected.clear()
 
@@ -348,12 +348,3 @@ class AmqpLink:
                 return
             if connection is self._connection:
                 self._channel = channel
-
-
-async def _quietly(closing: Any) -> None:
-    """Await a close that may fail or hang on a dead peer (bounded, errors ignored)."""
-    try:
-        async with asyncio.timeout(2.0):
-            await closing
-    except Exception:  # noqa: S110 - the peer is gone; nothing to do about it
-        pass

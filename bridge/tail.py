@@ -13,7 +13,7 @@ from typing import Any
 import aio_pika
 import orjson
 
-from .broker import connect_any, connection_name, shuffled
+from .broker import close_quietly, connect_any, connection_name, shuffled
 from .config import Config
 from .errors import BridgeError, PublishError
 from .events import exchange_name
@@ -107,8 +107,7 @@ async def _tail(
         lost.append(True)  # lost while setting up
     finally:
         connection.close_callbacks.discard(on_close)
-        with suppress(Exception):  # a lost connection may fail its close too
-            await asyncio.wait_for(connection.close(), 2)
+        await close_quietly(connection.close())  # a lost connection may fail its close too
     if lost:
         raise BridgeError("the connection to RabbitMQ was lost; run `od-bridge tail` again")
 
