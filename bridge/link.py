@@ -62,7 +62,7 @@ class AmqpLink:
         self.last_failure: str | None = None  # returned | nacked | timeout | disconnected
         self._supervisor: asyncio.Task[None] | None = None
         self._unrouted: asyncio.Task[None] | None = None
-        self._closing_old: set[asyncio.Task[None]] = set()  # closes of what we left
+        self._closing_old: set[asyncio.Task[None]] = set()  # closes and tasks of what we left
         self._closing = False  # our own close: the connection loss is no news
         self._probe: aio_pika.abc.AbstractChannel | None = None  # for metrics RPCs only
         self.problem: str | None = None  # why the last connect failed (for /readyz), else None
@@ -186,8 +186,10 @@ class AmqpLink:
         return True
 
     def _background_unrouted(self, connection: aio_pika.abc.AbstractConnection) -> None:
-        if self._unrouted is not None and not self._unrouted.done():
-            self._unrouted.cancel()
+        old = self._unrouted
+        if old is not None and not old.done():
+            old.cancel()  # the task for a connection we left: close() still awaits its end
+            self._hold(old)
         self._unrouted = asyncio.create_task(
             self._keep_declaring_unrouted(connection), name="amqp-unrouted"
         )
@@ -234,9 +236,12 @@ class AmqpLink:
         # Closed in the background (a dead peer may take the close timeout), but owned: the
         # task is referenced until done (asyncio keeps tasks only weakly) and close() awaits
         # what is still running.
-        closing = asyncio.get_running_loop().create_task(close_quietly(what.close()))
-        self._closing_old.add(closing)
-        closing.add_done_callback(self._closing_old.discard)
+        self._hold(asyncio.get_running_loop().create_task(close_quietly(what.close())))
+
+    def _hold(self, task: asyncio.Task[None]) -> None:
+        """Reference `task` until it is done; close() awaits what is still running."""
+        self._closing_old.add(task)
+        task.add_done_callback(self._closing_old.discard)
 
     async def close(self) -> None:
         """Close the connection (waiting publishes fail)."""
