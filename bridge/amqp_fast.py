@@ -314,8 +314,7 @@ def _finish(
     by_id = channel.message_id_delivery_tag
     for message, future, tag in zip(pending, futures, tags, strict=False):
         if future.done():
-            if by_id.get(message.message_id) == tag:
-                del by_id[message.message_id]
+            forget(by_id, message.message_id, tag, future)
         else:
             future.add_done_callback(partial(forget, by_id, message.message_id, tag))
 
