@@ -233,7 +233,7 @@ class OpenDentalClient:
         offset = 0
         start = self.bytes_read
         for _ in range(MAX_LIST_PAGES):
-            if len(found) > MAX_LIST_ITEMS or self.bytes_read - start > MAX_LIST_BYTES:
+            if self.bytes_read - start > MAX_LIST_BYTES:
                 break
             params = {"Offset": offset} if offset else None
             page = await self.request("GET", "/subscriptions", params=params)
@@ -244,11 +244,11 @@ class OpenDentalClient:
             ]
             for sub in fresh:
                 found[sub.get("SubscriptionNum")] = sub
+            if len(found) > MAX_LIST_ITEMS:
+                break
             # Paging is undocumented here: ask for more only after a full page of new items,
             # so a server that ignores Offset can't loop us forever.
             if len(page) < self.page_size or not fresh:
-                if len(found) > MAX_LIST_ITEMS:
-                    break
                 return list(found.values())
             offset += len(page)
         raise OpenDentalAnswerError(
