@@ -103,7 +103,7 @@ def table(kind: Kind, name: str) -> Table:
         return known
     if name == UNKNOWN:
         return Table(UNKNOWN, kind, None, _GENERIC_CHANGE_COLUMNS)
-    base = name[: -len("Deleted")] if name.endswith("Deleted") else name
+    base = name.removesuffix("Deleted")
     base_known = _BY_LOWER.get(base.lower())
     key = base_known.primary_key if base_known else f"{base}Num"
     return Table(name, kind, key, _GENERIC_CHANGE_COLUMNS)

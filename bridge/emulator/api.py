@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..opendental import DATETIME_FORMAT, KNOWN_TABLES, NEVER
+from ..opendental import DATE_FORMAT, DATETIME_FORMAT, KNOWN_TABLES, NEVER
 
 FIELDS = (
     "SubscriptionNum",
@@ -28,7 +28,13 @@ FIELDS = (
 # Newer versions' health fields (seen in 2026 integrations, not in the docs: key order and the
 # exact texts are our guess). Emulated: a failed delivery sets them, a successful one clears
 # FailureReason and SubsequentFailures.
-FAILURE_FIELDS = ("FailureReason", "SubsequentFailures", "DateTimeLastFailure", "DateTimeNextRetry")
+FAILURE_DEFAULTS: dict[str, Any] = {
+    "FailureReason": "",
+    "SubsequentFailures": 0,
+    "DateTimeLastFailure": NEVER,
+    "DateTimeNextRetry": NEVER,
+}
+FAILURE_FIELDS = tuple(FAILURE_DEFAULTS)
 DB_NAMES = {t.name.lower(): t.name for t in KNOWN_TABLES if t.kind == "db"}
 UI_NAMES = {t.name.lower(): t.name for t in KNOWN_TABLES if t.kind == "ui"}
 
@@ -53,7 +59,7 @@ def answer(data: Any, status: int = 200, headers: dict[str, str] | None = None) 
 def parse_when(value: Any, name: str) -> str:
     """An Open Dental date or date-time as `yyyy-MM-dd HH:mm:ss`; 400 if it isn't one."""
     text = str(value).strip()
-    for fmt in (DATETIME_FORMAT, "%Y-%m-%d"):
+    for fmt in (DATETIME_FORMAT, DATE_FORMAT):
         try:
             return datetime.strptime(text, fmt).strftime(DATETIME_FORMAT)
         except ValueError:
@@ -141,8 +147,7 @@ class Subscriptions:
             "Note": self._text(body, "Note"),
         }
         if self.failure_fields:
-            sub |= {"FailureReason": "", "SubsequentFailures": 0}
-            sub |= {"DateTimeLastFailure": NEVER, "DateTimeNextRetry": NEVER}
+            sub |= FAILURE_DEFAULTS
         same = ("EndPointUrl", "Workstation", "WatchTable", "UiEventType")
         for other in self.of(key):
             live = other["DateTimeStop"] == NEVER or other["DateTimeStop"] > now
