@@ -56,6 +56,11 @@ def answer(data: Any, status: int = 200, headers: dict[str, str] | None = None) 
     )
 
 
+def live(sub: dict[str, Any], now: str) -> bool:
+    """The subscription has no DateTimeStop, or one after `now` (both `yyyy-MM-dd HH:mm:ss`)."""
+    return bool(sub["DateTimeStop"] == NEVER or sub["DateTimeStop"] > now)
+
+
 def parse_when(value: Any, name: str) -> str:
     """An Open Dental date or date-time as `yyyy-MM-dd HH:mm:ss`; 400 if it isn't one."""
     text = str(value).strip()
@@ -150,8 +155,7 @@ class Subscriptions:
             sub |= FAILURE_DEFAULTS
         same = ("EndPointUrl", "Workstation", "WatchTable", "UiEventType")
         for other in self.of(key):
-            live = other["DateTimeStop"] == NEVER or other["DateTimeStop"] > now
-            if live and all(str(other[f]).lower() == str(sub[f]).lower() for f in same):
+            if live(other, now) and all(str(other[f]).lower() == str(sub[f]).lower() for f in same):
                 raise ApiError(400, "An identical subscription already exists.")
         self.items[self._next] = sub
         self._next += 1

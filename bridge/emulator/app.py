@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from ..opendental import DATETIME_FORMAT, NEVER, table
-from .api import Gate, Subscriptions, routes
+from .api import Gate, Subscriptions, live, routes
 from .controls import control_routes
 from .office import DEFAULT_TABLES, Counters, Office, Row
 from .sender import Sender, record_failure
@@ -92,10 +92,7 @@ class Emulator:
     def _due(self, sub: dict[str, Any], now: datetime) -> bool:
         if not sub["WatchTable"] or sub["SubscriptionNum"] in self._busy:
             return False
-        if (
-            sub["DateTimeStop"] != NEVER
-            and datetime.strptime(sub["DateTimeStop"], DATETIME_FORMAT) <= now
-        ):
+        if not live(sub, now.strftime(DATETIME_FORMAT)):
             return False
         start = datetime.strptime(sub["DateTimeStart"], DATETIME_FORMAT)
         retry = self._retry_at.get(sub["SubscriptionNum"])
@@ -163,7 +160,7 @@ class Emulator:
             for s in self.subs.items.values()
             if s["UiEventType"] == "PatientSelected"
             and s["Workstation"].lower() in ("", ws.lower())
-            and (s["DateTimeStop"] == NEVER or s["DateTimeStop"] > now)
+            and live(s, now)
         ]
         patient = self.office.patient(pat_num)
         statuses = []
