@@ -25,7 +25,7 @@ from .publisher import AmqpPublisher
 from .receiver import build_app
 from .signals import on_stop_signals
 from .spool import Spool
-from .status import oldest_row
+from .status import oldest_age
 from .sync.loop import SyncLoop, SyncResult
 
 log = logging.getLogger("od_bridge.service")
@@ -95,8 +95,7 @@ class Service:
         if depth is not None:
             self.metrics.unrouted_depth.set(depth)
         if self.spool is not None:
-            oldest = await oldest_row(self.spool)
-            self.metrics.spool_oldest_age.set(max(0.0, time.time() - oldest) if oldest else 0)
+            self.metrics.spool_oldest_age.set(await oldest_age(self.spool) or 0)
 
     def _count_sync(self, result: SyncResult, leader: bool) -> None:
         """Syncer results as metrics: pending drift per customer, applied actions by outcome."""

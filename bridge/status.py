@@ -40,14 +40,15 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 86_400:.1f} d"
 
 
-async def oldest_row(spool: Spool) -> float | None:
-    """When the oldest spooled row was accepted (Unix time); None when empty or unreadable."""
+async def oldest_age(spool: Spool) -> float | None:
+    """Seconds since the oldest spooled row was accepted; None when empty or unreadable."""
     if not spool.size:
         return None
     try:
-        return await spool.oldest_timestamp()
+        oldest = await spool.oldest_timestamp()
     except SpoolError:  # a damaged spool has its own gauge and log line; never fail a page
         return None
+    return max(0.0, time.time() - oldest) if oldest else None  # rows carry real time
 
 
 def _subscription(health: Health, sub: SubscriptionSeen) -> dict[str, Any]:
@@ -114,12 +115,11 @@ async def snapshot(
     """Everything /status shows: thresholds, broker, spool, and one entry per office."""
     broker = str(state.get("broker", "disconnected"))
     depth = spool.size if spool is not None else None
-    oldest = await oldest_row(spool) if spool is not None else None
-    oldest_age = max(0.0, time.time() - oldest) if oldest else None  # rows carry real time
+    age = await oldest_age(spool) if spool is not None else None
     spool_colour = GREEN
     if not state.get("ready", False):
         spool_colour = RED
-    elif oldest_age is not None and oldest_age > SPOOL_OLDEST_WARN_S:
+    elif age is not None and age > SPOOL_OLDEST_WARN_S:
         spool_colour = AMBER
     broker_colour = GREEN if broker == "connected" else RED
     shared = [
@@ -128,7 +128,7 @@ async def snapshot(
             spool_colour,
             f"cannot accept rows: {state.get('reason') or 'broker down, spool off or full'}"
             if spool_colour == RED
-            else f"oldest spooled row {duration(oldest_age)} old",
+            else f"oldest spooled row {duration(age)} old",
         ),
     ]
     offices = [_office(config, c, health, shared) for c in config.customers]
@@ -140,7 +140,7 @@ async def snapshot(
         "spool": {
             "enabled": spool is not None,
             "depth": depth,
-            "oldest_age_s": oldest_age,
+            "oldest_age_s": age,
             "status": spool_colour,
         },
         "thresholds": {
